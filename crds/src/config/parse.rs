@@ -1,0 +1,451 @@
+//! Parsing and validation of the proxy config. Every problem is reported with
+//! the path of the field it is about, and all of them are reported at once.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+
+use super::{Balancing, DiscoverySource, PolicyKind, ProxyConfig};
+
+/// Documents larger than this are refused before parsing.
+pub const MAX_CONFIG_BYTES: usize = 4 * 1024 * 1024;
+
+/// One problem, e.g. `balancings[0].subsets[1].weight: ...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() || self.path == "." {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found in a config document.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub errors: Vec<FieldError>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid config ({} error", self.errors.len())?;
+        if self.errors.len() != 1 {
+            f.write_str("s")?;
+        }
+        f.write_str(")")?;
+        for e in &self.errors {
+            write!(f, "\n  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigError {
+    fn single(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            errors: vec![FieldError {
+                path: path.into(),
+                message: message.into(),
+            }],
+        }
+    }
+}
+
+/// Parses and validates a YAML (or JSON) config document.
+pub fn parse_yaml(text: &str) -> Result<ProxyConfig, ConfigError> {
+    if text.len() > MAX_CONFIG_BYTES {
+        return Err(ConfigError::single(
+            "",
+            format!(
+                "the document is {} bytes, more than the limit of {MAX_CONFIG_BYTES}",
+                text.len()
+            ),
+        ));
+    }
+    // An empty file (e.g. a ConfigMap with no balancings yet) is an empty config.
+    if text.trim().is_empty() {
+        return Ok(ProxyConfig::default());
+    }
+    let de = serde_yaml::Deserializer::from_str(text);
+    let config: ProxyConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.into_inner().to_string();
+        // serde_yaml already prefixes some messages with the path.
+        let message = message
+            .strip_prefix(&format!("{path}: "))
+            .map(str::to_owned)
+            .unwrap_or(message);
+        ConfigError::single(path, message)
+    })?;
+    let errors = validate(&config);
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError { errors })
+    }
+}
+
+/// Renders a config as YAML (what the operator writes into the ConfigMap).
+pub fn to_yaml(config: &ProxyConfig) -> Result<String, serde_yaml::Error> {
+    serde_yaml::to_string(config)
+}
+
+/// Semantic checks the types alone cannot express.
+pub fn validate(config: &ProxyConfig) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let mut push = |path: String, message: String| errors.push(FieldError { path, message });
+    let mut names = HashSet::new();
+    let mut listeners = HashSet::new();
+    for (i, b) in config.balancings.iter().enumerate() {
+        let at = format!("balancings[{i}]");
+        check_balancing(b, &at, &mut push);
+        if !names.insert(b.name.as_str()) {
+            push(
+                format!("{at}.name"),
+                format!("{:?} is used by an earlier balancing", b.name),
+            );
+        }
+        if let Ok(addr) = b.listen.parse::<SocketAddr>()
+            && !listeners.insert(addr)
+        {
+            push(
+                format!("{at}.listen"),
+                format!("{addr} is used by an earlier balancing"),
+            );
+        }
+    }
+    errors
+}
+
+fn check_balancing(b: &Balancing, at: &str, push: &mut impl FnMut(String, String)) {
+    if b.name.is_empty() {
+        push(format!("{at}.name"), "must not be empty".into());
+    } else if b.name.len() > 253 || !b.name.chars().all(is_name_char) {
+        push(
+            format!("{at}.name"),
+            format!(
+                "{:?} must be 1-253 characters of a-z, 0-9, '-', '.' or '_'",
+                b.name
+            ),
+        );
+    }
+    match b.listen.parse::<SocketAddr>() {
+        Ok(addr) if addr.port() == 0 => push(
+            format!("{at}.listen"),
+            format!("{:?} needs a port other than 0", b.listen),
+        ),
+        Ok(_) => {}
+        Err(_) => push(
+            format!("{at}.listen"),
+            format!("{:?} is not an ip:port socket address", b.listen),
+        ),
+    }
+    match (b.policy.kind, &b.policy.header) {
+        (PolicyKind::RingHash, None) => push(
+            format!("{at}.policy.header"),
+            "ring_hash needs the name of the request header to hash".into(),
+        ),
+        (_, Some(h)) if !is_header_name(h) => push(
+            format!("{at}.policy.header"),
+            format!("{h:?} is not a valid lower-case HTTP/2 header name"),
+        ),
+        _ => {}
+    }
+    if b.subsets.is_empty() {
+        push(format!("{at}.subsets"), "needs at least one subset".into());
+    } else if b.subsets.iter().all(|s| s.weight == 0) {
+        push(
+            format!("{at}.subsets"),
+            "at least one subset needs a weight above 0".into(),
+        );
+    }
+    let mut subset_names = HashSet::new();
+    for (j, s) in b.subsets.iter().enumerate() {
+        let sat = format!("{at}.subsets[{j}]");
+        if s.name.is_empty() || !s.name.chars().all(is_name_char) {
+            push(
+                format!("{sat}.name"),
+                format!("{:?} must be non-empty a-z, 0-9, '-', '.' or '_'", s.name),
+            );
+        }
+        if !subset_names.insert(s.name.as_str()) {
+            push(
+                format!("{sat}.name"),
+                format!("{:?} is used by an earlier subset", s.name),
+            );
+        }
+        if s.weight > 1_000_000 {
+            push(
+                format!("{sat}.weight"),
+                format!("{} is above the maximum of 1000000", s.weight),
+            );
+        }
+        match s.discovery.source() {
+            None => push(
+                format!("{sat}.discovery"),
+                "set exactly one of dns and static".into(),
+            ),
+            Some(DiscoverySource::Dns(dns)) => {
+                if dns.name.is_empty()
+                    || dns.name.len() > 253
+                    || dns.name.contains(char::is_whitespace)
+                {
+                    push(
+                        format!("{sat}.discovery.dns.name"),
+                        format!("{:?} is not a DNS name", dns.name),
+                    );
+                }
+                if dns.port == 0 {
+                    push(
+                        format!("{sat}.discovery.dns.port"),
+                        "must be 1-65535".into(),
+                    );
+                }
+                if dns.refresh_interval.as_std() < std::time::Duration::from_millis(100) {
+                    push(
+                        format!("{sat}.discovery.dns.refreshInterval"),
+                        format!("{} is below the minimum of 100ms", dns.refresh_interval),
+                    );
+                }
+            }
+            Some(DiscoverySource::Static(addrs)) => {
+                for (k, a) in addrs.iter().enumerate() {
+                    if a.parse::<SocketAddr>().is_err() {
+                        push(
+                            format!("{sat}.discovery.static[{k}]"),
+                            format!("{a:?} is not an ip:port socket address"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    if let Some(t) = b.timeout
+        && t.as_std().is_zero()
+    {
+        push(
+            format!("{at}.timeout"),
+            "must be above 0 (leave it out for no proxy deadline)".into(),
+        );
+    }
+    let r = &b.retries;
+    if r.max_attempts == 0 || r.max_attempts > 10 {
+        push(
+            format!("{at}.retries.maxAttempts"),
+            format!("{} must be 1-10 (1 disables retries)", r.max_attempts),
+        );
+    }
+    if r.budget_percent > 100 {
+        push(
+            format!("{at}.retries.budgetPercent"),
+            format!("{} must be 0-100", r.budget_percent),
+        );
+    }
+    for (k, m) in r.idempotent_methods.iter().enumerate() {
+        if !m.starts_with('/') || m.matches('/').count() != 2 {
+            push(
+                format!("{at}.retries.idempotentMethods[{k}]"),
+                format!("{m:?} must be a full method path like /pkg.Service/Method"),
+            );
+        }
+    }
+    let o = &b.outlier_detection;
+    if o.max_ejection_percent > 100 {
+        push(
+            format!("{at}.outlierDetection.maxEjectionPercent"),
+            format!("{} must be 0-100", o.max_ejection_percent),
+        );
+    }
+    if o.consecutive_failures > 0 && o.base_ejection_time.as_std().is_zero() {
+        push(
+            format!("{at}.outlierDetection.baseEjectionTime"),
+            "must be above 0 when ejection is on".into(),
+        );
+    }
+    if o.max_ejection_time < o.base_ejection_time {
+        push(
+            format!("{at}.outlierDetection.maxEjectionTime"),
+            format!(
+                "{} is below baseEjectionTime {}",
+                o.max_ejection_time, o.base_ejection_time
+            ),
+        );
+    }
+    if let Some(h) = &b.health_check {
+        if h.interval.as_std() < std::time::Duration::from_millis(100) {
+            push(
+                format!("{at}.healthCheck.interval"),
+                format!("{} is below the minimum of 100ms", h.interval),
+            );
+        }
+        if h.timeout.as_std().is_zero() {
+            push(
+                format!("{at}.healthCheck.timeout"),
+                "must be above 0".into(),
+            );
+        }
+        if h.unhealthy_threshold == 0 || h.healthy_threshold == 0 {
+            push(
+                format!("{at}.healthCheck"),
+                "unhealthyThreshold and healthyThreshold must be at least 1".into(),
+            );
+        }
+    }
+    if b.queue.max_pending == 0 {
+        push(
+            format!("{at}.queue.maxPending"),
+            "must be at least 1".into(),
+        );
+    }
+}
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.' | '_')
+}
+
+fn is_header_name(h: &str) -> bool {
+    !h.is_empty()
+        && h.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.!#$%&'*+^`|~".contains(&b)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+balancings:
+  - name: greeter
+    listen: 127.0.0.1:15001
+    policy: { kind: round_robin }
+    subsets:
+      - name: v1
+        weight: 75
+        discovery:
+          dns: { name: greeter-v1.demo.svc.cluster.local, port: 50051 }
+      - name: v2
+        weight: 25
+        discovery:
+          static: [127.0.0.3:50051]
+"#;
+
+    #[test]
+    fn parses_a_good_config_and_fills_defaults() {
+        let c = parse_yaml(GOOD).expect("valid");
+        let b = &c.balancings[0];
+        assert_eq!(b.policy.kind, PolicyKind::RoundRobin);
+        assert_eq!(b.subsets[0].weight, 75);
+        match b.subsets[0].discovery.source() {
+            Some(DiscoverySource::Dns(d)) => assert_eq!(d.refresh_interval.as_std().as_secs(), 5),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(b.timeout, None);
+        assert_eq!(b.retries.max_attempts, 3);
+    }
+
+    #[test]
+    fn round_trips_through_yaml() {
+        let c = parse_yaml(GOOD).expect("valid");
+        let text = to_yaml(&c).expect("renders");
+        assert_eq!(parse_yaml(&text).expect("reparses"), c);
+    }
+
+    #[test]
+    fn empty_document_is_an_empty_config() {
+        assert_eq!(parse_yaml("").expect("empty ok"), ProxyConfig::default());
+        assert_eq!(
+            parse_yaml("\n  \n").expect("blank ok"),
+            ProxyConfig::default()
+        );
+    }
+
+    #[test]
+    fn syntax_errors_name_the_field() {
+        let e = parse_yaml("balancings:\n  - name: a\n    listen: 1\n    subsets: 7\n")
+            .expect_err("bad");
+        assert_eq!(e.errors.len(), 1);
+        assert!(e.errors[0].path.contains("balancings[0].subsets"), "{e}");
+        let e = parse_yaml("balancings:\n  - name: a\n    listn: x\n").expect_err("bad");
+        assert!(e.to_string().contains("listn"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_are_all_reported_with_paths() {
+        let text = r#"
+balancings:
+  - name: Bad Name
+    listen: not-an-address
+    policy: { kind: ring_hash }
+    subsets:
+      - name: a
+        weight: 0
+        discovery: { static: [nope] }
+      - name: a
+        weight: 0
+        discovery: { dns: { name: "", port: 0, refreshInterval: 1ms } }
+    retries: { maxAttempts: 0, budgetPercent: 500 }
+    outlierDetection: { maxEjectionPercent: 101 }
+"#;
+        let e = parse_yaml(text).expect_err("bad");
+        let paths: Vec<&str> = e.errors.iter().map(|e| e.path.as_str()).collect();
+        for want in [
+            "balancings[0].name",
+            "balancings[0].listen",
+            "balancings[0].policy.header",
+            "balancings[0].subsets",
+            "balancings[0].subsets[0].discovery.static[0]",
+            "balancings[0].subsets[1].name",
+            "balancings[0].subsets[1].discovery.dns.name",
+            "balancings[0].subsets[1].discovery.dns.port",
+            "balancings[0].subsets[1].discovery.dns.refreshInterval",
+            "balancings[0].retries.maxAttempts",
+            "balancings[0].retries.budgetPercent",
+            "balancings[0].outlierDetection.maxEjectionPercent",
+        ] {
+            assert!(paths.contains(&want), "missing {want} in {paths:?}");
+        }
+    }
+
+    #[test]
+    fn hostile_documents_get_errors_not_panics() {
+        let deep = "[".repeat(10_000);
+        let huge = "a".repeat(MAX_CONFIG_BYTES + 1);
+        for text in [
+            "\u{0}\u{1}\u{2}",
+            "balancings: !!binary aGVsbG8=",
+            "&a [*a]",
+            deep.as_str(),
+            huge.as_str(),
+            "balancings:\n  - *undefined",
+            "- 1\n- 2",
+            "balancings: [{name: a, listen: '127.0.0.1:1', subsets: [{name: s, weight: -1, discovery: {static: []}}]}]",
+        ] {
+            assert!(
+                parse_yaml(text).is_err(),
+                "{:?} should fail",
+                &text[..text.len().min(40)]
+            );
+        }
+    }
+
+    #[test]
+    fn duplicate_names_and_listeners_are_rejected() {
+        let text = r#"
+balancings:
+  - { name: a, listen: "127.0.0.1:1", subsets: [{ name: s, discovery: { static: [] } }] }
+  - { name: a, listen: "127.0.0.1:1", subsets: [{ name: s, discovery: { static: [] } }] }
+"#;
+        let e = parse_yaml(text).expect_err("bad");
+        let paths: Vec<&str> = e.errors.iter().map(|e| e.path.as_str()).collect();
+        assert!(paths.contains(&"balancings[1].name"), "{paths:?}");
+        assert!(paths.contains(&"balancings[1].listen"), "{paths:?}");
+    }
+}

@@ -1,0 +1,1 @@
+//! The grpc-balancer operator: reconciles `GrpcBalancing` resources.

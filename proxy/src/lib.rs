@@ -1,0 +1,1 @@
+//! grpc-balancer-proxy: per-request gRPC load balancing over h2c.

@@ -1,0 +1,1 @@
+//! A greeter gRPC service that says which backend answered.
