@@ -118,20 +118,24 @@ passed explicitly so RBAC resourceNames and the code agree.
 */}}
 {{- define "grpc-balancer.operatorArgs" -}}
 - --metrics-listen=0.0.0.0:{{ .Values.operator.metricsPort }}
-- --log-format={{ .Values.operator.logFormat }}
-- --leader-election-namespace=$(POD_NAMESPACE)
-- --leader-election-lease={{ include "grpc-balancer.leaseName" . }}
 - --webhook-listen=0.0.0.0:{{ .Values.webhook.port }}
-- --webhook-config-name={{ include "grpc-balancer.webhookName" . }}
-- --webhook-secret-namespace=$(POD_NAMESPACE)
-- --webhook-secret-name={{ include "grpc-balancer.webhookSecretName" . }}
-- --webhook-service-name={{ include "grpc-balancer.webhookServiceName" . }}
-- --webhook-cert-manager={{ .Values.webhook.certManager.enabled }}
+- --webhook-configuration={{ include "grpc-balancer.webhookName" . }}
+- --webhook-service={{ include "grpc-balancer.webhookServiceName" . }}
+- --webhook-namespace=$(POD_NAMESPACE)
+{{- if .Values.webhook.certManager.enabled }}
+- --webhook-cert-source=cert-manager
+- --webhook-cert-dir=/etc/grpc-balancer/webhook-tls
+{{- else }}
+- --webhook-cert-source=self-signed
+- --webhook-cert-secret={{ include "grpc-balancer.webhookSecretName" . }}
+{{- end }}
+- --sidecar-mode={{ .Values.proxy.sidecarMode }}
 - --proxy-image={{ include "grpc-balancer.image" (list .Values.proxy.image .Chart.AppVersion) }}
 - --proxy-image-pull-policy={{ .Values.proxy.image.pullPolicy }}
-- --proxy-allow-image-override={{ .Values.proxy.allowImageOverride }}
+{{- if .Values.proxy.allowImageOverride }}
+- --proxy-allow-image-override
+{{- end }}
 - --proxy-log-level={{ .Values.proxy.logLevel }}
-- --proxy-admin-port={{ .Values.proxy.adminPort }}
 {{- with .Values.proxy.resources.requests }}
 {{- with .cpu }}
 - --proxy-cpu-request={{ . }}
@@ -148,4 +152,6 @@ passed explicitly so RBAC resourceNames and the code agree.
 - --proxy-memory-limit={{ . }}
 {{- end }}
 {{- end }}
+- --proxy-max-cpu={{ .Values.proxy.maxCpu }}
+- --proxy-max-memory={{ .Values.proxy.maxMemory }}
 {{- end }}
