@@ -1,0 +1,33 @@
+//! Pod annotations the webhook reads and writes. All live under the project's
+//! `grpcbalancer.io/` prefix, except the Prometheus scrape hints, which follow the
+//! convention scrapers already look for.
+
+/// Prefix of every grpc-balancer pod annotation.
+pub const PREFIX: &str = "grpcbalancer.io/";
+
+/// `"true"` asks for the proxy; any other value (or none) leaves the pod alone.
+pub const INJECT: &str = "grpcbalancer.io/sidecar.inject";
+/// The value of [`INJECT`] that asks for injection.
+pub const INJECT_ENABLED: &str = "true";
+
+/// Set on every pod the webhook mutated; the value is the injected proxy's
+/// image tag (or digest). The operator's status lists pods that carry
+/// [`INJECT`] but not this annotation: they run without the proxy.
+pub const INJECTED: &str = "grpcbalancer.io/injected";
+
+/// Per-pod overrides, each bounded by the webhook's settings.
+pub const PROXY_CPU_REQUEST: &str = "grpcbalancer.io/proxy-cpu-request";
+pub const PROXY_CPU_LIMIT: &str = "grpcbalancer.io/proxy-cpu-limit";
+pub const PROXY_MEMORY_REQUEST: &str = "grpcbalancer.io/proxy-memory-request";
+pub const PROXY_MEMORY_LIMIT: &str = "grpcbalancer.io/proxy-memory-limit";
+/// One of `trace`, `debug`, `info`, `warn`, `error`.
+pub const LOG_LEVEL: &str = "grpcbalancer.io/log-level";
+/// Honoured only when the settings allow image overrides.
+pub const PROXY_IMAGE: &str = "grpcbalancer.io/proxy-image";
+
+/// Prometheus scrape hints, set only when the pod has none of them: a pod that
+/// already sets any of them is scraped for its own metrics, and pointing one of
+/// them at the proxy would silently break that.
+pub const PROMETHEUS_SCRAPE: &str = "prometheus.io/scrape";
+pub const PROMETHEUS_PORT: &str = "prometheus.io/port";
+pub const PROMETHEUS_PATH: &str = "prometheus.io/path";

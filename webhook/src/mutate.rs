@@ -1,0 +1,285 @@
+//! The injection itself: a pure function from a Pod to the JSON Patch that
+//! adds the proxy. No I/O, so it is tested by applying its patch.
+
+use std::collections::BTreeMap;
+
+use json_patch::{AddOperation, Patch, PatchOperation};
+use jsonptr::PointerBuf;
+use jsonptr::Token;
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use serde_json::Value;
+
+use crate::annotations;
+use crate::balancings::LocalBalancing;
+use crate::overrides::effective_proxy;
+use crate::settings::{ProxySettings, SidecarMode};
+use crate::sidecar::{self, CONFIG_VOLUME_NAME, PROXY_CONTAINER_NAME};
+
+/// What one injection needs besides the pod: the settings and the balancings
+/// of the pod's namespace at the time of the review.
+#[derive(Debug, Clone, Copy)]
+pub struct InjectionContext<'a> {
+    pub settings: &'a ProxySettings,
+    pub balancings: &'a [LocalBalancing],
+}
+
+/// Why a pod that asked for the proxy cannot get it. The pod is refused with
+/// this message, so it names what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum InjectError {
+    #[error("annotation {annotation}: {value:?} is not valid: {why}")]
+    InvalidAnnotation {
+        annotation: &'static str,
+        value: String,
+        why: String,
+    },
+    #[error(
+        "annotation {} is not allowed: the webhook's settings do not allow per-pod proxy images",
+        annotations::PROXY_IMAGE
+    )]
+    ImageOverrideNotAllowed,
+    #[error("the proxy's {resource} request {request} is above its limit {limit}")]
+    RequestAboveLimit {
+        resource: &'static str,
+        request: String,
+        limit: String,
+    },
+    #[error("the pod has no spec")]
+    MissingSpec,
+    #[error("container {container:?} already uses port {port}, the proxy's admin port")]
+    AdminPortTaken { container: String, port: u16 },
+    #[error("the pod already has a volume named {0:?}, the name of the proxy's config volume")]
+    VolumeNameTaken(&'static str),
+    #[error("could not serialise the injected objects: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+/// Whether the pod asks for the proxy: exactly `"true"`, as documented.
+pub fn wants_injection(pod: &Pod) -> bool {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(annotations::INJECT))
+        .is_some_and(|v| v == annotations::INJECT_ENABLED)
+}
+
+/// Whether the proxy is already in the pod (in either sidecar mode).
+pub fn already_injected(spec: &PodSpec) -> bool {
+    spec.containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .any(|c| c.name == PROXY_CONTAINER_NAME)
+}
+
+/// The patch that injects the proxy, or `None` when the pod did not ask for
+/// it or already has it (so a re-invocation changes nothing).
+pub fn mutate(pod: &Pod, ctx: &InjectionContext<'_>) -> Result<Option<Patch>, InjectError> {
+    if !wants_injection(pod) {
+        return Ok(None);
+    }
+    let spec = pod.spec.as_ref().ok_or(InjectError::MissingSpec)?;
+    if already_injected(spec) {
+        return Ok(None);
+    }
+    check_conflicts(spec, ctx.settings)?;
+    let empty = BTreeMap::new();
+    let pod_annotations = pod.metadata.annotations.as_ref().unwrap_or(&empty);
+    let proxy = effective_proxy(ctx.settings, pod_annotations)?;
+
+    let mut ops = Vec::new();
+    annotate(
+        &mut ops,
+        pod_annotations,
+        proxy.image,
+        ctx.settings.admin_port,
+    );
+    add_to_list(
+        &mut ops,
+        &["spec", "volumes"],
+        spec.volumes.is_some(),
+        serde_json::to_value(sidecar::config_volume())?,
+    );
+    // Env vars first: inserting the proxy below shifts container indices.
+    for (i, container) in spec.containers.iter().enumerate() {
+        add_env(&mut ops, "containers", i, container, ctx.balancings);
+    }
+    if ctx.settings.mode == SidecarMode::Native {
+        // Init containers after the native sidecar start once it is ready,
+        // so they can use the balancings too.
+        for (i, container) in spec.init_containers.iter().flatten().enumerate() {
+            add_env(&mut ops, "initContainers", i, container, ctx.balancings);
+        }
+    }
+    let container = serde_json::to_value(sidecar::proxy_container(ctx.settings, &proxy))?;
+    let list = match ctx.settings.mode {
+        SidecarMode::Native => ("initContainers", spec.init_containers.is_some()),
+        SidecarMode::Legacy => ("containers", true),
+    };
+    insert_first(&mut ops, list.0, list.1, container);
+    Ok(Some(Patch(ops)))
+}
+
+/// The value of the `grpcbalancer.io/injected` annotation: the proxy image's
+/// tag or digest, `latest` when the reference names neither.
+pub fn injected_version(image: &str) -> &str {
+    if let Some((_, digest)) = image.split_once('@') {
+        return digest;
+    }
+    let last_segment = image.rsplit('/').next().unwrap_or(image);
+    match last_segment.split_once(':') {
+        Some((_, tag)) if !tag.is_empty() => tag,
+        _ => "latest",
+    }
+}
+
+fn check_conflicts(spec: &PodSpec, settings: &ProxySettings) -> Result<(), InjectError> {
+    if spec
+        .volumes
+        .iter()
+        .flatten()
+        .any(|v| v.name == CONFIG_VOLUME_NAME)
+    {
+        return Err(InjectError::VolumeNameTaken(CONFIG_VOLUME_NAME));
+    }
+    let admin_port = i32::from(settings.admin_port);
+    let containers = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten());
+    for container in containers {
+        if container
+            .ports
+            .iter()
+            .flatten()
+            .any(|p| p.container_port == admin_port)
+        {
+            return Err(InjectError::AdminPortTaken {
+                container: container.name.clone(),
+                port: settings.admin_port,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn annotate(
+    ops: &mut Vec<PatchOperation>,
+    existing: &BTreeMap<String, String>,
+    image: &str,
+    admin_port: u16,
+) {
+    let mut wanted = vec![(annotations::INJECTED, injected_version(image).to_owned())];
+    let scrape_hints = [
+        annotations::PROMETHEUS_SCRAPE,
+        annotations::PROMETHEUS_PORT,
+        annotations::PROMETHEUS_PATH,
+    ];
+    if !scrape_hints.iter().any(|k| existing.contains_key(*k)) {
+        wanted.extend([
+            (annotations::PROMETHEUS_SCRAPE, "true".to_owned()),
+            (annotations::PROMETHEUS_PORT, admin_port.to_string()),
+            (annotations::PROMETHEUS_PATH, "/metrics".to_owned()),
+        ]);
+    }
+    // Annotations are only absent on pods that do not ask for injection, but
+    // the parent is still created rather than assumed.
+    if existing.is_empty() {
+        let map: serde_json::Map<String, Value> = wanted
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), Value::String(v)))
+            .collect();
+        ops.push(add(
+            pointer(["metadata", "annotations"]),
+            Value::Object(map),
+        ));
+    } else {
+        for (key, value) in wanted {
+            // `add` on an existing member replaces it.
+            ops.push(add(
+                pointer(["metadata", "annotations", key]),
+                Value::String(value),
+            ));
+        }
+    }
+}
+
+fn add_env(
+    ops: &mut Vec<PatchOperation>,
+    list: &str,
+    index: usize,
+    container: &Container,
+    balancings: &[LocalBalancing],
+) {
+    let existing = container.env.as_deref().unwrap_or_default();
+    let missing: Vec<Value> = balancings
+        .iter()
+        .filter(|b| !existing.iter().any(|e| e.name == b.env_name))
+        .map(|b| env_value(&b.env_name, &b.address))
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let index = index.to_string();
+    if container.env.is_none() {
+        ops.push(add(
+            pointer(["spec", list, &index, "env"]),
+            Value::Array(missing),
+        ));
+    } else {
+        for value in missing {
+            ops.push(add(pointer(["spec", list, &index, "env", "-"]), value));
+        }
+    }
+}
+
+fn env_value(name: &str, value: &str) -> Value {
+    serde_json::json!({ "name": name, "value": value })
+}
+
+/// Appends to a list, creating it when the pod has none.
+fn add_to_list(ops: &mut Vec<PatchOperation>, path: &[&str; 2], exists: bool, value: Value) {
+    if exists {
+        ops.push(add(pointer([path[0], path[1], "-"]), value));
+    } else {
+        ops.push(add(pointer(*path), Value::Array(vec![value])));
+    }
+}
+
+/// Inserts at the front of `spec.<list>`, creating it when the pod has none.
+fn insert_first(ops: &mut Vec<PatchOperation>, list: &str, exists: bool, value: Value) {
+    if exists {
+        ops.push(add(pointer(["spec", list, "0"]), value));
+    } else {
+        ops.push(add(pointer(["spec", list]), Value::Array(vec![value])));
+    }
+}
+
+fn pointer<const N: usize>(tokens: [&str; N]) -> PointerBuf {
+    PointerBuf::from_tokens(tokens.map(Token::new))
+}
+
+fn add(path: PointerBuf, value: Value) -> PatchOperation {
+    PatchOperation::Add(AddOperation { path, value })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_from_image_references() {
+        assert_eq!(injected_version("ghcr.io/a/proxy:0.1.0"), "0.1.0");
+        assert_eq!(injected_version("localhost:5000/proxy"), "latest");
+        assert_eq!(injected_version("localhost:5000/proxy:dev"), "dev");
+        assert_eq!(injected_version("proxy@sha256:abcd"), "sha256:abcd");
+        assert_eq!(injected_version("proxy"), "latest");
+    }
+
+    #[test]
+    fn pointers_escape_slash_and_tilde() {
+        assert_eq!(
+            pointer(["metadata", "annotations", "a.io/b~c"]).as_str(),
+            "/metadata/annotations/a.io~1b~0c"
+        );
+    }
+}

@@ -1,0 +1,204 @@
+//! The proxy container and the volume of its config, as injected into a pod.
+
+use std::collections::BTreeMap;
+
+use grpc_balancer_crds::config::{CONFIG_MAP_KEY, CONFIG_MAP_NAME, CONFIG_MOUNT_DIR};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, ExecAction,
+    HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler, Probe, ResourceRequirements,
+    SeccompProfile, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::overrides::EffectiveProxy;
+use crate::settings::{ProxyResources, ProxySettings, SidecarMode};
+
+/// Name of the injected container.
+pub const PROXY_CONTAINER_NAME: &str = "grpc-balancer-proxy";
+/// Name of the volume holding the namespace's proxy config.
+pub const CONFIG_VOLUME_NAME: &str = "grpc-balancer-proxy-config";
+/// Name of the proxy's admin port (`/live`, `/ready`, `/metrics`).
+pub const ADMIN_PORT_NAME: &str = "grpcb-admin";
+/// The proxy's binary, as the container's command and in its hooks.
+pub const PROXY_BINARY: &str = "grpc-balancer-proxy";
+
+/// UID and GID the proxy runs as. A numeric UID lets the kubelet check
+/// `runAsNonRoot` whatever the image's `USER` says; 65532 is the `nonroot`
+/// user of distroless images (the proxy image is built on one), far from the
+/// low UIDs apps and host users usually get, so it owns nothing of the app's.
+pub const PROXY_UID: i64 = 65532;
+
+/// The config volume: the namespace's proxy ConfigMap, `optional` so pods
+/// start before any `GrpcBalancing` exists (a missing file is an empty config
+/// to the proxy). Mounted as a directory, not a `subPath`, so the kubelet
+/// updates the file in place and the proxy reloads it.
+pub fn config_volume() -> Volume {
+    Volume {
+        name: CONFIG_VOLUME_NAME.to_owned(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: CONFIG_MAP_NAME.to_owned(),
+            items: Some(vec![KeyToPath {
+                key: CONFIG_MAP_KEY.to_owned(),
+                path: CONFIG_MAP_KEY.to_owned(),
+                mode: None,
+            }]),
+            optional: Some(true),
+            default_mode: None,
+        }),
+        ..Volume::default()
+    }
+}
+
+/// The proxy container for `mode`.
+pub fn proxy_container(settings: &ProxySettings, proxy: &EffectiveProxy<'_>) -> Container {
+    let admin_port = settings.admin_port;
+    let config_path = format!("{CONFIG_MOUNT_DIR}/{CONFIG_MAP_KEY}");
+    let mut container = Container {
+        name: PROXY_CONTAINER_NAME.to_owned(),
+        image: Some(proxy.image.to_owned()),
+        image_pull_policy: settings.image_pull_policy.clone(),
+        command: Some(vec![PROXY_BINARY.to_owned()]),
+        args: Some(vec![
+            "--config".to_owned(),
+            config_path,
+            "--admin".to_owned(),
+            // The kubelet probes the pod IP, so the admin port is not loopback-only.
+            format!("0.0.0.0:{admin_port}"),
+        ]),
+        env: Some(vec![EnvVar {
+            name: "RUST_LOG".to_owned(),
+            value: Some(proxy.log_level.as_str().to_owned()),
+            value_from: None,
+        }]),
+        ports: Some(vec![ContainerPort {
+            name: Some(ADMIN_PORT_NAME.to_owned()),
+            container_port: i32::from(admin_port),
+            protocol: Some("TCP".to_owned()),
+            ..ContainerPort::default()
+        }]),
+        resources: resource_requirements(&proxy.resources),
+        volume_mounts: Some(vec![VolumeMount {
+            name: CONFIG_VOLUME_NAME.to_owned(),
+            mount_path: CONFIG_MOUNT_DIR.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        }]),
+        readiness_probe: Some(admin_probe("/ready", 5, 3)),
+        liveness_probe: Some(admin_probe("/live", 10, 3)),
+        security_context: Some(restricted_security_context()),
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        ..Container::default()
+    };
+    match settings.mode {
+        SidecarMode::Native => {
+            // `Always` on an init container makes it a sidecar: the kubelet
+            // starts the next container only once the startup probe passed,
+            // and stops the proxy after the app's containers have exited.
+            container.restart_policy = Some("Always".to_owned());
+            let ready_timeout = settings.ready_timeout.as_secs().clamp(1, 3600);
+            container.startup_probe = Some(admin_probe(
+                "/ready",
+                1,
+                i32::try_from(ready_timeout).unwrap_or(i32::MAX),
+            ));
+        }
+        SidecarMode::Legacy => {
+            container.lifecycle = Some(Lifecycle {
+                // The kubelet starts containers in order and waits for each
+                // postStart hook, so the app starts after the proxy is ready.
+                post_start: Some(exec_handler(vec![
+                    PROXY_BINARY.to_owned(),
+                    "wait-ready".to_owned(),
+                    "--admin".to_owned(),
+                    format!("127.0.0.1:{admin_port}"),
+                    "--timeout".to_owned(),
+                    format!("{}s", settings.ready_timeout.as_secs()),
+                ])),
+                // Every container gets SIGTERM at once; holding the proxy's
+                // back lets the app's last calls go through.
+                pre_stop: Some(exec_handler(vec![
+                    PROXY_BINARY.to_owned(),
+                    "sleep".to_owned(),
+                    format!("{}s", settings.drain_delay.as_secs()),
+                ])),
+                stop_signal: None,
+            });
+        }
+    }
+    container
+}
+
+/// A security context that passes Pod Security "restricted".
+pub fn restricted_security_context() -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(PROXY_UID),
+        run_as_group: Some(PROXY_UID),
+        read_only_root_filesystem: Some(true),
+        allow_privilege_escalation: Some(false),
+        privileged: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            add: None,
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_owned(),
+            localhost_profile: None,
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+fn admin_probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::String(ADMIN_PORT_NAME.to_owned()),
+            scheme: Some("HTTP".to_owned()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period_seconds),
+        failure_threshold: Some(failure_threshold),
+        timeout_seconds: Some(1),
+        ..Probe::default()
+    }
+}
+
+fn exec_handler(command: Vec<String>) -> LifecycleHandler {
+    LifecycleHandler {
+        exec: Some(ExecAction {
+            command: Some(command),
+        }),
+        ..LifecycleHandler::default()
+    }
+}
+
+fn resource_requirements(resources: &ProxyResources) -> Option<ResourceRequirements> {
+    let map = |entries: [(&str, &Option<crate::quantity::Quantity>); 2]| {
+        let map: BTreeMap<String, K8sQuantity> = entries
+            .into_iter()
+            .filter_map(|(name, q)| {
+                q.as_ref()
+                    .map(|q| (name.to_owned(), K8sQuantity(q.as_str().to_owned())))
+            })
+            .collect();
+        Some(map).filter(|m| !m.is_empty())
+    };
+    let requests = map([
+        ("cpu", &resources.cpu_request),
+        ("memory", &resources.memory_request),
+    ]);
+    let limits = map([
+        ("cpu", &resources.cpu_limit),
+        ("memory", &resources.memory_limit),
+    ]);
+    if requests.is_none() && limits.is_none() {
+        return None;
+    }
+    Some(ResourceRequirements {
+        requests,
+        limits,
+        claims: None,
+    })
+}
