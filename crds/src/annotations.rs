@@ -1,0 +1,22 @@
+//! Names shared by the operator, the webhook and the chart: pod annotations,
+//! labels and the injected container. Plain constants, no dependencies, so
+//! every crate (including the kube-free proxy) can use them.
+
+/// Pod annotation that asks the webhook for the sidecar: value `"true"`.
+pub const INJECT: &str = "grpcbalancer.io/sidecar.inject";
+/// Pod annotation the webhook sets on every pod it injected; the value is
+/// the proxy version. The operator's metadata-only pod watch cannot see
+/// containers, so this is how it tells injected pods from the others.
+pub const INJECTED: &str = "grpcbalancer.io/injected";
+/// Name of the injected proxy container.
+pub const PROXY_CONTAINER_NAME: &str = "grpc-balancer-proxy";
+
+/// Label on every object the operator creates.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY_LABEL`].
+pub const MANAGED_BY_VALUE: &str = "grpc-balancer";
+/// Label on the headless Services (and, copied by the EndpointSlice
+/// controller, on their EndpointSlices) naming the `GrpcBalancing` they serve.
+pub const BALANCING_LABEL: &str = "grpcbalancer.io/balancing";
+/// Label on the headless Services naming the subset they select.
+pub const SUBSET_LABEL: &str = "grpcbalancer.io/subset";

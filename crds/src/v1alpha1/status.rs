@@ -1,0 +1,97 @@
+//! The status of `GrpcBalancing`, written by the operator only.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Type of the one condition the operator maintains.
+pub const READY_CONDITION: &str = "Ready";
+
+/// What the operator found, as of `observedGeneration`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GrpcBalancingStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// `Ready`: in the proxy config and with ready endpoints.
+    #[serde(default)]
+    #[schemars(extend(
+        "x-kubernetes-list-type" = "map",
+        "x-kubernetes-list-map-keys" = ["type"]
+    ))]
+    pub conditions: Vec<Condition>,
+
+    /// Names of the headless Services the operator keeps for this balancing.
+    #[serde(default)]
+    pub services: Vec<String>,
+
+    /// One entry per subset, in spec order.
+    #[serde(default)]
+    pub subsets: Vec<SubsetStatus>,
+
+    /// Ready endpoints over all subsets.
+    #[serde(default)]
+    pub ready_endpoints: i32,
+
+    /// Pods of the namespace annotated `grpcbalancer.io/sidecar.inject: "true"`
+    /// that run without the proxy (created before the webhook was up, or
+    /// while it was failing open). Sorted, at most 20 names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pods_without_proxy: Vec<String>,
+}
+
+/// What the operator found for one subset.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubsetStatus {
+    pub name: String,
+    /// The subset's headless Service.
+    pub service: String,
+    /// The backends' port number (a named port resolved); absent while a
+    /// named port has not been seen on any backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+    /// Ready endpoints in the Service's EndpointSlices.
+    pub ready_endpoints: i32,
+}
+
+/// Reasons of the `Ready` condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConditionReason {
+    /// Services and proxy config are in place and every subset with weight
+    /// has ready endpoints.
+    Reconciled,
+    /// In the proxy config, but some subset with weight has no ready endpoint.
+    NoEndpoints,
+    /// The spec cannot be rendered into a proxy config.
+    InvalidSpec,
+    /// An older balancing of the namespace uses the same listener port.
+    ListenerPortConflict,
+    /// A named backend port is not (yet) known on any backend pod.
+    PortUnresolved,
+}
+
+impl ConditionReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConditionReason::Reconciled => "Reconciled",
+            ConditionReason::NoEndpoints => "NoEndpoints",
+            ConditionReason::InvalidSpec => "InvalidSpec",
+            ConditionReason::ListenerPortConflict => "ListenerPortConflict",
+            ConditionReason::PortUnresolved => "PortUnresolved",
+        }
+    }
+
+    /// `Ready` is `True` only when everything works.
+    pub fn is_ready(self) -> bool {
+        self == ConditionReason::Reconciled
+    }
+}
+
+impl std::fmt::Display for ConditionReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
