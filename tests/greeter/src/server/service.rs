@@ -97,7 +97,30 @@ impl CallPlan {
             connection.close();
         }
     }
+
+    /// Like [`Self::close_if_due`] for a stream: the replies already queued are
+    /// first handed to the transport and given a moment to reach the wire, so
+    /// the caller sees them before the connection dies.
+    async fn close_stream_if_due(
+        &self,
+        sent: u32,
+        replies: &mpsc::Sender<Result<HelloReply, Status>>,
+    ) {
+        if self.close_after != Some(sent) {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + FLUSH_GRACE * 10;
+        while replies.capacity() < replies.max_capacity() && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(FLUSH_GRACE).await;
+        self.close_if_due(sent);
+    }
 }
+
+/// Time given to queued replies to reach the socket before a planned close.
+const FLUSH_GRACE: Duration = Duration::from_millis(50);
 
 fn header_number<N: std::str::FromStr>(
     metadata: &MetadataMap,
@@ -223,7 +246,7 @@ impl Greeter for GreeterService {
                 if sender.send(Ok(reply)).await.is_err() {
                     return Err(Status::cancelled("the caller went away"));
                 }
-                plan.close_if_due(sequence + 1);
+                plan.close_stream_if_due(sequence + 1, &sender).await;
             }
             Ok(())
         });
@@ -291,7 +314,7 @@ impl Greeter for GreeterService {
                     return Err(Status::cancelled("the caller went away"));
                 }
                 sequence += 1;
-                plan.close_if_due(sequence);
+                plan.close_stream_if_due(sequence, &sender).await;
             }
             Ok(())
         });
