@@ -1,1 +1,26 @@
-//! grpc-balancer-proxy: per-request gRPC load balancing over h2c.
+//! grpc-balancer-proxy: a per-request gRPC load-balancing sidecar.
+//!
+//! The application dials a local h2c listener per balancing; every call is
+//! routed to one backend endpoint chosen for that call (a stream stays on its
+//! endpoint), over one multiplexed HTTP/2 connection per endpoint.
+//!
+//! [`run`] starts everything in-process and returns the bound addresses, so
+//! tests drive the real proxy without a subprocess.
+
+pub mod admin;
+pub mod app;
+pub mod balance;
+pub mod balancing;
+pub mod call;
+pub mod cli;
+pub mod config_watch;
+pub mod discovery;
+pub mod endpoint;
+pub mod grpc_status;
+pub mod metrics;
+pub mod resilience;
+pub mod telemetry;
+pub mod transport;
+mod util;
+
+pub use app::{ConfigSource, RunningProxy, Settings, run};

@@ -1,1 +1,72 @@
-fn main() {}
+//! grpc-balancer-proxy binary: parse flags, start logging, run the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use grpc_balancer_proxy::cli::{self, Cli, Command};
+use grpc_balancer_proxy::telemetry;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Check { config }) = &cli.command {
+        let (report, ok) = cli::check(config);
+        print!("{report}");
+        return if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
+    telemetry::init(cli.run.log_format);
+    let settings = match cli.run.settings() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("grpc-balancer-proxy: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = if cli.run.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cli.run.threads)
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("grpc-balancer-proxy: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let proxy = grpc_balancer_proxy::run(settings, shutdown_signal()).await?;
+        proxy.wait().await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "proxy failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGTERM (the kubelet) or SIGINT (a terminal).
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops the proxy");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,188 @@
+//! Command line: run with a config file, run a one-balancing config from
+//! flags, or check a config file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use grpc_balancer_crds::config::{
+    self, Balancing, Discovery, DnsDiscovery, OutlierDetection, Policy, PolicyKind, ProxyConfig,
+    Queue, Retries, Subset,
+};
+
+use crate::app::{ConfigSource, Settings};
+use crate::telemetry::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "grpc-balancer-proxy",
+    version,
+    about = "Per-request gRPC load-balancing proxy"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate a config file and print every error with its field path.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Config file (watched; a missing file means no balancings yet).
+    #[arg(long, conflicts_with_all = ["listen", "endpoint"])]
+    pub config: Option<PathBuf>,
+    /// Listener of a one-balancing config (with --endpoint).
+    #[arg(long, requires = "endpoint")]
+    pub listen: Option<SocketAddr>,
+    /// Backend as ip:port, or host:port resolved to all its addresses and
+    /// re-resolved. Repeat for more.
+    #[arg(long, requires = "listen")]
+    pub endpoint: Vec<String>,
+    /// Policy of the one-balancing config.
+    #[arg(long, default_value = "peak_ewma")]
+    pub policy: PolicyKind,
+    /// Request header ring_hash hashes.
+    #[arg(long)]
+    pub hash_header: Option<String>,
+    /// Admin server (/live, /ready, /metrics, /config, /endpoints).
+    #[arg(long, default_value = "127.0.0.1:9901")]
+    pub admin: SocketAddr,
+    /// DNS server (ip:port) used instead of /etc/resolv.conf's.
+    #[arg(long)]
+    pub dns_server: Option<SocketAddr>,
+    /// How long calls in flight may take to finish on shutdown.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+    /// Worker threads (1 = a single-threaded runtime, enough for a sidecar).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("give --config FILE, or --listen ADDR with --endpoint HOST:PORT")]
+    NothingToRun,
+    #[error("--endpoint {0:?} is not host:port")]
+    BadEndpoint(String),
+    #[error("{0}")]
+    Invalid(config::ConfigError),
+}
+
+impl RunArgs {
+    pub fn settings(&self) -> Result<Settings, CliError> {
+        let source = match (&self.config, self.listen) {
+            (Some(path), _) => ConfigSource::File(path.clone()),
+            (None, Some(listen)) => ConfigSource::Fixed(self.flags_config(listen)?),
+            (None, None) => return Err(CliError::NothingToRun),
+        };
+        let mut s = Settings::new(source);
+        s.admin = self.admin;
+        s.dns_server = self.dns_server;
+        s.drain_timeout = self.drain_timeout;
+        Ok(s)
+    }
+
+    /// One balancing: literal addresses form one static subset; each DNS
+    /// name its own subset (weight 1 per name; the static subset weighs as
+    /// many addresses as it lists).
+    fn flags_config(&self, listen: SocketAddr) -> Result<ProxyConfig, CliError> {
+        let mut statics = Vec::new();
+        let mut subsets = Vec::new();
+        for e in &self.endpoint {
+            if e.parse::<SocketAddr>().is_ok() {
+                statics.push(e.clone());
+                continue;
+            }
+            let (host, port) = e
+                .rsplit_once(':')
+                .ok_or_else(|| CliError::BadEndpoint(e.clone()))?;
+            let port: u16 = port.parse().map_err(|_| CliError::BadEndpoint(e.clone()))?;
+            subsets.push(Subset {
+                name: format!("dns-{}", subsets.len()),
+                weight: 1,
+                discovery: Discovery::dns(DnsDiscovery {
+                    name: host.to_owned(),
+                    port,
+                    refresh_interval: config::Duration::from_secs(5),
+                }),
+            });
+        }
+        if !statics.is_empty() {
+            subsets.insert(
+                0,
+                Subset {
+                    name: "static".into(),
+                    weight: statics.len() as u32,
+                    discovery: Discovery::static_list(statics),
+                },
+            );
+        }
+        let config = ProxyConfig {
+            balancings: vec![Balancing {
+                name: "default".into(),
+                listen: listen.to_string(),
+                policy: Policy {
+                    kind: self.policy,
+                    header: self.hash_header.clone(),
+                },
+                subsets,
+                timeout: None,
+                retries: Retries::default(),
+                outlier_detection: OutlierDetection::default(),
+                health_check: None,
+                queue: Queue::default(),
+            }],
+        };
+        let errors = config::validate(&config);
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(CliError::Invalid(config::ConfigError { errors }))
+        }
+    }
+}
+
+/// `check --config FILE`: the report to print and whether the file is valid.
+pub fn check(path: &std::path::Path) -> (String, bool) {
+    let text = match std::fs::read(path) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(_) => {
+                return (
+                    format!("{}: the file is not UTF-8 text\n", path.display()),
+                    false,
+                );
+            }
+        },
+        Err(e) => return (format!("{}: cannot read: {e}\n", path.display()), false),
+    };
+    match config::parse_yaml(&text) {
+        Ok(c) => (
+            format!(
+                "{}: valid, {} balancing(s)\n",
+                path.display(),
+                c.balancings.len()
+            ),
+            true,
+        ),
+        Err(e) => {
+            let mut out = String::new();
+            for err in &e.errors {
+                out.push_str(&format!("{}: {err}\n", path.display()));
+            }
+            (out, false)
+        }
+    }
+}

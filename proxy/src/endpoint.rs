@@ -1,0 +1,338 @@
+//! One backend endpoint: its connection handle and the lock-free state the
+//! balancer reads on every call (connection state, calls in flight, latency
+//! estimate, outlier ejection, health).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use hyper::client::conn::http2::SendRequest;
+use tokio::sync::Notify;
+
+use crate::metrics::{CallCounters, Metrics, SubsetLabels};
+use crate::transport::body::RequestBody;
+use crate::util::now_nanos;
+
+/// Connection state of an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[repr(u8)]
+pub enum ConnState {
+    Connecting = 0,
+    Ready = 1,
+    Failed = 2,
+    /// Removed by discovery; calls in flight finish on the old connection.
+    Removed = 3,
+}
+
+impl ConnState {
+    fn from_u8(v: u8) -> ConnState {
+        match v {
+            1 => ConnState::Ready,
+            2 => ConnState::Failed,
+            3 => ConnState::Removed,
+            _ => ConnState::Connecting,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnState::Connecting => "connecting",
+            ConnState::Ready => "ready",
+            ConnState::Failed => "failed",
+            ConnState::Removed => "removed",
+        }
+    }
+}
+
+/// Outlier-ejection settings of a balancing, as plain values.
+#[derive(Debug, Clone, Copy)]
+pub struct OutlierSettings {
+    pub consecutive_failures: u32,
+    pub base_ejection_time: Duration,
+    pub max_ejection_time: Duration,
+    pub max_ejection_percent: u32,
+}
+
+impl From<&grpc_balancer_crds::config::OutlierDetection> for OutlierSettings {
+    fn from(o: &grpc_balancer_crds::config::OutlierDetection) -> Self {
+        OutlierSettings {
+            consecutive_failures: o.consecutive_failures,
+            base_ejection_time: o.base_ejection_time.as_std(),
+            max_ejection_time: o.max_ejection_time.as_std(),
+            max_ejection_percent: o.max_ejection_percent,
+        }
+    }
+}
+
+/// State shared by the endpoints of one subset.
+pub struct SubsetShared {
+    pub balancing: Arc<str>,
+    pub name: Arc<str>,
+    pub outlier: OutlierSettings,
+    /// Endpoints currently ejected, bounded by `max_ejection_percent`.
+    pub ejected: AtomicU32,
+    /// Endpoints currently known by discovery.
+    pub size: AtomicU32,
+    /// Set once discovery answered at least once (until then calls may wait).
+    pub discovered: AtomicBool,
+    /// Asks discovery to resolve again now (a connection failed).
+    pub refresh_now: Arc<Notify>,
+    /// Woken whenever an endpoint of the balancing becomes ready.
+    pub ready: Arc<Notify>,
+    pub duration: Arc<crate::metrics::LatencyHistogram>,
+    pub metrics: Metrics,
+}
+
+impl SubsetShared {
+    pub fn new(
+        balancing: &str,
+        name: &str,
+        outlier: OutlierSettings,
+        ready: Arc<Notify>,
+        metrics: Metrics,
+    ) -> Self {
+        let labels = SubsetLabels {
+            balancing: balancing.to_owned(),
+            subset: name.to_owned(),
+        };
+        let duration = metrics.call_duration.get_or_create_owned(&labels).0;
+        SubsetShared {
+            balancing: balancing.into(),
+            name: name.into(),
+            outlier,
+            ejected: AtomicU32::new(0),
+            size: AtomicU32::new(0),
+            discovered: AtomicBool::new(false),
+            refresh_now: Arc::new(Notify::new()),
+            ready,
+            duration,
+            metrics,
+        }
+    }
+}
+
+/// Latency estimates decay with this time constant (as in Linkerd).
+const EWMA_DECAY_NANOS: f64 = 10e9;
+
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub subset: Arc<SubsetShared>,
+    state: AtomicU8,
+    sender: ArcSwapOption<SendRequest<RequestBody>>,
+    in_flight: AtomicU32,
+    /// Peak-EWMA latency estimate in nanoseconds (f64 bits) and when it was
+    /// last updated.
+    rtt_estimate: AtomicU64,
+    rtt_stamp: AtomicU64,
+    consecutive_failures: AtomicU32,
+    /// `now_nanos()` until which the endpoint is ejected; 0 = not ejected.
+    ejected_until: AtomicU64,
+    ejections: AtomicU32,
+    unhealthy: AtomicBool,
+    pub counters: CallCounters,
+}
+
+impl Endpoint {
+    pub fn new(addr: SocketAddr, subset: Arc<SubsetShared>, initial_rtt_nanos: f64) -> Self {
+        let counters = CallCounters::new(
+            subset.metrics.calls.clone(),
+            &subset.balancing,
+            &subset.name,
+            &addr.to_string(),
+        );
+        Endpoint {
+            addr,
+            subset,
+            state: AtomicU8::new(ConnState::Connecting as u8),
+            sender: ArcSwapOption::empty(),
+            in_flight: AtomicU32::new(0),
+            rtt_estimate: AtomicU64::new(initial_rtt_nanos.to_bits()),
+            rtt_stamp: AtomicU64::new(now_nanos()),
+            consecutive_failures: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+            ejections: AtomicU32::new(0),
+            unhealthy: AtomicBool::new(false),
+            counters,
+        }
+    }
+
+    pub fn state(&self) -> ConnState {
+        ConnState::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    pub fn set_state(&self, state: ConnState) {
+        self.state.store(state as u8, Ordering::Release);
+        if state == ConnState::Ready {
+            self.subset.ready.notify_waiters();
+        }
+    }
+
+    /// A fresh connection: the ejection multiplier starts over.
+    pub fn connected(&self, sender: SendRequest<RequestBody>) {
+        self.sender.store(Some(Arc::new(sender)));
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.set_state(ConnState::Ready);
+    }
+
+    pub fn disconnected(&self, state: ConnState) {
+        self.sender.store(None);
+        self.set_state(state);
+    }
+
+    /// A clone of the connection's request handle, if connected.
+    pub fn sender(&self) -> Option<SendRequest<RequestBody>> {
+        let guard = self.sender.load();
+        guard.as_ref().map(|s| SendRequest::clone(s))
+    }
+
+    /// Whether the balancer may pick this endpoint now.
+    pub fn is_available(&self) -> bool {
+        self.state.load(Ordering::Acquire) == ConnState::Ready as u8
+            && !self.unhealthy.load(Ordering::Relaxed)
+            && !self.is_ejected()
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn call_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn call_ended(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Peak-EWMA cost: the latency estimate scaled by the calls waiting on it.
+    pub fn ewma_cost(&self) -> f64 {
+        let rtt = f64::from_bits(self.rtt_estimate.load(Ordering::Relaxed));
+        rtt * f64::from(self.in_flight() + 1)
+    }
+
+    pub fn rtt_estimate_nanos(&self) -> f64 {
+        f64::from_bits(self.rtt_estimate.load(Ordering::Relaxed))
+    }
+
+    /// Records a latency sample: a slower sample replaces the estimate at
+    /// once (the peak), faster ones pull it down with a time-based decay.
+    pub fn observe_rtt(&self, rtt_nanos: u64) {
+        let now = now_nanos();
+        let last = self.rtt_stamp.swap(now, Ordering::Relaxed);
+        let old = f64::from_bits(self.rtt_estimate.load(Ordering::Relaxed));
+        let rtt = rtt_nanos as f64;
+        let new = if rtt > old {
+            rtt
+        } else {
+            let elapsed = now.saturating_sub(last) as f64;
+            let w = (-elapsed / EWMA_DECAY_NANOS).exp();
+            old * w + rtt * (1.0 - w)
+        };
+        // Racing updates may lose a sample; an estimate needs no exactness.
+        self.rtt_estimate.store(new.to_bits(), Ordering::Relaxed);
+    }
+
+    pub fn is_ejected(&self) -> bool {
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        if until == 0 {
+            return false;
+        }
+        if now_nanos() < until {
+            return true;
+        }
+        // Ejection over: the first reader to notice releases the slot.
+        if self
+            .ejected_until
+            .compare_exchange(until, 0, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.subset.ejected.fetch_sub(1, Ordering::AcqRel);
+            tracing::info!(balancing = %self.subset.balancing, endpoint = %self.addr, "endpoint back from ejection");
+        }
+        false
+    }
+
+    pub fn record_success(&self) {
+        if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a failure (connect error, UNAVAILABLE, reset) and ejects the
+    /// endpoint when it reaches the consecutive-failure threshold.
+    pub fn record_failure(&self) {
+        let threshold = self.subset.outlier.consecutive_failures;
+        let n = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if threshold == 0 || n < threshold || self.is_ejected() {
+            return;
+        }
+        let size = self.subset.size.load(Ordering::Relaxed);
+        let max = size * self.subset.outlier.max_ejection_percent / 100;
+        let ejected = &self.subset.ejected;
+        let mut current = ejected.load(Ordering::Acquire);
+        loop {
+            if current >= max {
+                tracing::debug!(endpoint = %self.addr, "not ejected: max ejection percent reached");
+                return;
+            }
+            match ejected.compare_exchange(
+                current,
+                current + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(actual) => current = actual,
+            }
+        }
+        let times = self.ejections.fetch_add(1, Ordering::Relaxed).min(20);
+        let o = &self.subset.outlier;
+        let duration = o
+            .base_ejection_time
+            .saturating_mul(1u32 << times)
+            .min(o.max_ejection_time);
+        let until =
+            now_nanos().saturating_add(u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX));
+        self.ejected_until.store(until, Ordering::Release);
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.subset
+            .metrics
+            .ejections
+            .get_or_create(&SubsetLabels {
+                balancing: self.subset.balancing.to_string(),
+                subset: self.subset.name.to_string(),
+            })
+            .inc();
+        tracing::warn!(
+            balancing = %self.subset.balancing,
+            endpoint = %self.addr,
+            failures = n,
+            duration = ?duration,
+            "endpoint ejected after consecutive failures"
+        );
+    }
+
+    pub fn set_healthy(&self, healthy: bool) {
+        let was_unhealthy = self.unhealthy.swap(!healthy, Ordering::Relaxed);
+        if was_unhealthy == healthy {
+            tracing::info!(balancing = %self.subset.balancing, endpoint = %self.addr, healthy, "health changed");
+            if healthy {
+                self.subset.ready.notify_waiters();
+            }
+        }
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        !self.unhealthy.load(Ordering::Relaxed)
+    }
+
+    /// Removes this endpoint's ejection from the subset count (it left the set).
+    pub fn release_ejection(&self) {
+        if self.ejected_until.swap(0, Ordering::AcqRel) != 0 {
+            self.subset.ejected.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}

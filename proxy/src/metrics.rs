@@ -1,0 +1,306 @@
+//! Prometheus metrics. Handles used per call (counters per endpoint and
+//! gRPC status, histograms per subset) are created ahead of the call so the
+//! hot path only touches atomics, never a label lookup or a lock.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub balancing: String,
+    pub subset: String,
+    pub endpoint: String,
+    pub grpc_status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BalancingLabels {
+    pub balancing: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SubsetLabels {
+    pub balancing: String,
+    pub subset: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointStateLabels {
+    pub balancing: String,
+    pub subset: String,
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RetryLabels {
+    pub balancing: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DiscoveryLabels {
+    pub balancing: String,
+    pub subset: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HealthLabels {
+    pub balancing: String,
+    pub subset: String,
+    pub result: String,
+}
+
+/// Every metric family of the proxy.
+#[derive(Clone)]
+pub struct Metrics {
+    pub calls: Family<CallLabels, Counter>,
+    pub call_duration: Family<SubsetLabels, SharedHistogram>,
+    pub calls_in_flight: Family<BalancingLabels, Gauge>,
+    pub endpoints: Family<EndpointStateLabels, Gauge>,
+    pub ejections: Family<SubsetLabels, Counter>,
+    pub retries: Family<RetryLabels, Counter>,
+    pub discovery_refreshes: Family<DiscoveryLabels, Counter>,
+    pub health_checks: Family<HealthLabels, Counter>,
+    pub config_reloads: Family<ResultLabels, Counter>,
+    pub downstream_connections: Family<BalancingLabels, Counter>,
+}
+
+impl Metrics {
+    pub fn new() -> (Metrics, Registry) {
+        let m = Metrics {
+            calls: Family::default(),
+            call_duration: Family::default(),
+            calls_in_flight: Family::default(),
+            endpoints: Family::default(),
+            ejections: Family::default(),
+            retries: Family::default(),
+            discovery_refreshes: Family::default(),
+            health_checks: Family::default(),
+            config_reloads: Family::default(),
+            downstream_connections: Family::default(),
+        };
+        let mut r = Registry::with_prefix("grpc_balancer");
+        r.register(
+            "calls",
+            "Calls by balancing, subset, endpoint and gRPC status (endpoint \"\" = answered by the proxy)",
+            m.calls.clone(),
+        );
+        r.register(
+            "call_duration_seconds",
+            "Call duration from the request headers to the end of the response",
+            m.call_duration.clone(),
+        );
+        r.register(
+            "calls_in_flight",
+            "Calls in flight",
+            m.calls_in_flight.clone(),
+        );
+        r.register(
+            "endpoints",
+            "Endpoints by state (connecting, ready, failed, ejected, unhealthy)",
+            m.endpoints.clone(),
+        );
+        r.register("ejections", "Outlier ejections", m.ejections.clone());
+        r.register(
+            "retries",
+            "Retries of calls that never reached a backend, by outcome (retried, budget_exhausted)",
+            m.retries.clone(),
+        );
+        r.register(
+            "discovery_refreshes",
+            "Discovery refreshes by result (ok, error)",
+            m.discovery_refreshes.clone(),
+        );
+        r.register(
+            "health_checks",
+            "Active grpc.health.v1 checks by result (serving, not_serving, error)",
+            m.health_checks.clone(),
+        );
+        r.register(
+            "config_reloads",
+            "Config loads by result (applied, unchanged, invalid, unreadable)",
+            m.config_reloads.clone(),
+        );
+        r.register(
+            "downstream_connections",
+            "Connections accepted from the application",
+            m.downstream_connections.clone(),
+        );
+        (m, r)
+    }
+}
+
+/// Number of gRPC status codes (0 OK ... 16 UNAUTHENTICATED).
+pub const GRPC_CODES: usize = 17;
+
+/// Per-endpoint call counters, one per gRPC status, created on first use.
+pub struct CallCounters {
+    family: Family<CallLabels, Counter>,
+    balancing: String,
+    subset: String,
+    endpoint: String,
+    by_code: [OnceLock<Counter>; GRPC_CODES],
+}
+
+impl CallCounters {
+    pub fn new(
+        family: Family<CallLabels, Counter>,
+        balancing: &str,
+        subset: &str,
+        endpoint: &str,
+    ) -> Self {
+        CallCounters {
+            family,
+            balancing: balancing.to_owned(),
+            subset: subset.to_owned(),
+            endpoint: endpoint.to_owned(),
+            by_code: Default::default(),
+        }
+    }
+
+    fn labels(&self, code: usize) -> CallLabels {
+        CallLabels {
+            balancing: self.balancing.clone(),
+            subset: self.subset.clone(),
+            endpoint: self.endpoint.clone(),
+            grpc_status: code.to_string(),
+        }
+    }
+
+    pub fn inc(&self, code: u32) {
+        let code = (code as usize).min(GRPC_CODES - 1);
+        self.by_code[code]
+            .get_or_init(|| self.family.get_or_create_owned(&self.labels(code)))
+            .inc();
+    }
+}
+
+impl Drop for CallCounters {
+    fn drop(&mut self) {
+        // Endpoints come and go with discovery; their series must go too.
+        for (code, c) in self.by_code.iter().enumerate() {
+            if c.get().is_some() {
+                self.family.remove(&self.labels(code));
+            }
+        }
+    }
+}
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A histogram of atomics: `observe` takes no lock (prometheus-client's own
+/// histogram takes a write lock on every observation).
+#[derive(Debug)]
+pub struct LatencyHistogram {
+    /// Last slot counts observations above the largest bound (+Inf).
+    counts: [AtomicU64; BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram {
+            counts: Default::default(),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+}
+
+impl LatencyHistogram {
+    pub fn observe_nanos(&self, nanos: u64) {
+        let secs = nanos as f64 / 1e9;
+        let slot = BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(BUCKETS.len());
+        self.counts[slot].fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+}
+
+/// A histogram handle kept by each subset and shared with the registry.
+#[derive(Debug, Clone, Default)]
+pub struct SharedHistogram(pub Arc<LatencyHistogram>);
+
+impl TypedMetric for SharedHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for SharedHistogram {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+impl TypedMetric for LatencyHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for LatencyHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let mut buckets = [(0.0, 0u64); BUCKETS.len() + 1];
+        let mut count = 0;
+        for (i, slot) in self.counts.iter().enumerate() {
+            let n = slot.load(Ordering::Relaxed);
+            count += n;
+            buckets[i] = (BUCKETS.get(i).copied().unwrap_or(f64::INFINITY), n);
+        }
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::encoding::text::encode;
+
+    #[test]
+    fn histogram_and_counters_encode() {
+        let (m, r) = Metrics::new();
+        m.call_duration
+            .get_or_create(&SubsetLabels {
+                balancing: "b".into(),
+                subset: "s".into(),
+            })
+            .0
+            .observe_nanos(3_000_000);
+        let counters = CallCounters::new(m.calls.clone(), "b", "s", "127.0.0.1:1");
+        counters.inc(0);
+        counters.inc(14);
+        counters.inc(99);
+        let mut out = String::new();
+        encode(&mut out, &r).expect("encodes");
+        assert!(out.contains("grpc_balancer_call_duration_seconds_bucket{le=\"0.005\",balancing=\"b\",subset=\"s\"} 1") || out.contains("grpc_balancer_call_duration_seconds_bucket{balancing=\"b\",subset=\"s\",le=\"0.005\"} 1"), "{out}");
+        assert!(out.contains("grpc_status=\"14\"} 1"), "{out}");
+        assert!(out.contains("grpc_status=\"16\"} 1"), "{out}");
+        drop(counters);
+        let mut out = String::new();
+        encode(&mut out, &r).expect("encodes");
+        assert!(!out.contains("grpc_status=\"14\""), "{out}");
+    }
+}

@@ -1,0 +1,267 @@
+//! Active `grpc.health.v1.Health/Check` probes over the endpoint's own
+//! HTTP/2 connection. The two tiny protobuf messages are encoded by hand: one
+//! string field out, one enum field back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{HeaderValue, Method, Request, header};
+use http_body_util::BodyExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::endpoint::{ConnState, Endpoint};
+use crate::grpc_status;
+use crate::metrics::HealthLabels;
+use crate::transport::body::RequestBody;
+
+#[derive(Debug, Clone)]
+pub struct HealthSettings {
+    pub service: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub unhealthy_threshold: u32,
+    pub healthy_threshold: u32,
+}
+
+impl From<&grpc_balancer_crds::config::HealthCheck> for HealthSettings {
+    fn from(h: &grpc_balancer_crds::config::HealthCheck) -> Self {
+        HealthSettings {
+            service: h.service.clone(),
+            interval: h.interval.as_std(),
+            timeout: h.timeout.as_std(),
+            unhealthy_threshold: h.unhealthy_threshold.max(1),
+            healthy_threshold: h.healthy_threshold.max(1),
+        }
+    }
+}
+
+/// `HealthCheckResponse.ServingStatus`.
+const SERVING: u64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("not connected")]
+    NotConnected,
+    #[error("timed out")]
+    Timeout,
+    #[error("request failed: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("HTTP status {0}")]
+    HttpStatus(http::StatusCode),
+    #[error("grpc-status {0}")]
+    GrpcStatus(u32),
+    #[error("malformed response: {0}")]
+    Malformed(&'static str),
+}
+
+/// Probes `endpoint` until `cancel` fires. Endpoints start healthy so a
+/// balancing serves before its first probe; `unhealthy_threshold` failed
+/// probes in a row take an endpoint out, `healthy_threshold` good ones bring
+/// it back.
+pub async fn run(endpoint: Arc<Endpoint>, settings: HealthSettings, cancel: CancellationToken) {
+    let labels = |result: &str| HealthLabels {
+        balancing: endpoint.subset.balancing.to_string(),
+        subset: endpoint.subset.name.to_string(),
+        result: result.to_owned(),
+    };
+    let serving = endpoint
+        .subset
+        .metrics
+        .health_checks
+        .get_or_create_owned(&labels("serving"));
+    let not_serving = endpoint
+        .subset
+        .metrics
+        .health_checks
+        .get_or_create_owned(&labels("not_serving"));
+    let errors = endpoint
+        .subset
+        .metrics
+        .health_checks
+        .get_or_create_owned(&labels("error"));
+    let (mut good, mut bad) = (0u32, 0u32);
+    let mut ticker = tokio::time::interval(settings.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = cancel.cancelled() => return,
+        }
+        if endpoint.state() != ConnState::Ready {
+            continue;
+        }
+        let result =
+            match tokio::time::timeout(settings.timeout, check(&endpoint, &settings.service)).await
+            {
+                Ok(r) => r,
+                Err(_) => Err(CheckError::Timeout),
+            };
+        let healthy = match result {
+            Ok(true) => {
+                serving.inc();
+                true
+            }
+            Ok(false) => {
+                not_serving.inc();
+                false
+            }
+            Err(CheckError::NotConnected) => continue,
+            Err(e) => {
+                errors.inc();
+                tracing::debug!(endpoint = %endpoint.addr, error = %e, "health check failed");
+                false
+            }
+        };
+        if healthy {
+            bad = 0;
+            good = good.saturating_add(1);
+            if good >= settings.healthy_threshold {
+                endpoint.set_healthy(true);
+            }
+        } else {
+            good = 0;
+            bad = bad.saturating_add(1);
+            if bad >= settings.unhealthy_threshold {
+                endpoint.set_healthy(false);
+            }
+        }
+    }
+}
+
+/// One probe: `Ok(true)` when the endpoint answers SERVING.
+pub async fn check(endpoint: &Endpoint, service: &str) -> Result<bool, CheckError> {
+    let mut sender = endpoint.sender().ok_or(CheckError::NotConnected)?;
+    let uri = format!("http://{}/grpc.health.v1.Health/Check", endpoint.addr);
+    let mut req = Request::new(RequestBody::Full(Some(encode_request(service))));
+    *req.method_mut() = Method::POST;
+    *req.uri_mut() = uri
+        .parse()
+        .map_err(|_| CheckError::Malformed("endpoint address"))?;
+    let h = req.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    h.insert(header::TE, HeaderValue::from_static("trailers"));
+    let response = sender.send_request(req).await?;
+    if !response.status().is_success() {
+        return Err(CheckError::HttpStatus(response.status()));
+    }
+    let (head, body) = response.into_parts();
+    let collected = body.collect().await?;
+    let status = collected
+        .trailers()
+        .and_then(grpc_status::status_of)
+        .or_else(|| grpc_status::status_of(&head.headers))
+        .ok_or(CheckError::Malformed("no grpc-status"))?;
+    if status != grpc_status::code::OK {
+        return Err(CheckError::GrpcStatus(status));
+    }
+    Ok(decode_status(&collected.to_bytes())? == SERVING)
+}
+
+/// A length-prefixed `HealthCheckRequest { service = 1 }`.
+fn encode_request(service: &str) -> Bytes {
+    let mut message = BytesMut::new();
+    if !service.is_empty() {
+        message.put_u8(0x0a); // field 1, length-delimited
+        put_varint(&mut message, service.len() as u64);
+        message.put_slice(service.as_bytes());
+    }
+    let mut framed = BytesMut::with_capacity(5 + message.len());
+    framed.put_u8(0); // not compressed
+    framed.put_u32(message.len() as u32);
+    framed.put_slice(&message);
+    framed.freeze()
+}
+
+fn put_varint(buf: &mut BytesMut, mut v: u64) {
+    while v >= 0x80 {
+        buf.put_u8((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.put_u8(v as u8);
+}
+
+fn read_varint(bytes: &[u8], pos: &mut usize) -> Result<u64, CheckError> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *bytes
+            .get(*pos)
+            .ok_or(CheckError::Malformed("truncated varint"))?;
+        *pos += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Ok(v);
+        }
+    }
+    Err(CheckError::Malformed("varint too long"))
+}
+
+/// `HealthCheckResponse.status` (field 1) from one length-prefixed message;
+/// unknown fields are skipped, an absent status is UNKNOWN (0).
+fn decode_status(framed: &[u8]) -> Result<u64, CheckError> {
+    if framed.len() < 5 {
+        return Err(CheckError::Malformed("short message"));
+    }
+    if framed[0] != 0 {
+        return Err(CheckError::Malformed("compressed message"));
+    }
+    let len = u32::from_be_bytes([framed[1], framed[2], framed[3], framed[4]]) as usize;
+    let message = framed
+        .get(5..5 + len)
+        .ok_or(CheckError::Malformed("truncated message"))?;
+    let mut pos = 0;
+    let mut status = 0;
+    while pos < message.len() {
+        let key = read_varint(message, &mut pos)?;
+        match (key >> 3, key & 7) {
+            (1, 0) => status = read_varint(message, &mut pos)?,
+            (_, 0) => {
+                read_varint(message, &mut pos)?;
+            }
+            (_, 2) => {
+                let n = read_varint(message, &mut pos)? as usize;
+                pos = pos
+                    .checked_add(n)
+                    .filter(|p| *p <= message.len())
+                    .ok_or(CheckError::Malformed("truncated field"))?;
+            }
+            (_, 1) => pos += 8,
+            (_, 5) => pos += 4,
+            _ => return Err(CheckError::Malformed("unsupported wire type")),
+        }
+    }
+    Ok(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_the_request() {
+        assert_eq!(&encode_request("")[..], &[0, 0, 0, 0, 0]);
+        assert_eq!(
+            &encode_request("ab")[..],
+            &[0, 0, 0, 0, 4, 0x0a, 2, b'a', b'b']
+        );
+    }
+
+    #[test]
+    fn decodes_status_and_rejects_garbage() {
+        assert_eq!(decode_status(&[0, 0, 0, 0, 2, 0x08, 1]).ok(), Some(1));
+        assert_eq!(decode_status(&[0, 0, 0, 0, 2, 0x08, 2]).ok(), Some(2));
+        assert_eq!(decode_status(&[0, 0, 0, 0, 0]).ok(), Some(0));
+        for bad in [
+            &[][..],
+            &[1, 0, 0, 0, 0],
+            &[0, 0, 0, 0, 9, 0x08],
+            &[0, 0, 0, 0, 2, 0x08, 0xff],
+            &[0, 0, 0, 0, 1, 0x0f],
+        ] {
+            assert!(decode_status(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! The h2c listener of a balancing: accepts the application's connections
+//! and hands every stream to the balancing currently installed for it.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper::server::conn::http2;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::{CONNECTION_WINDOW, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, STREAM_WINDOW};
+use crate::balancing::Balancing;
+use crate::metrics::BalancingLabels;
+
+/// Streams one downstream connection may have open at once.
+const MAX_CONCURRENT_STREAMS: u32 = 1024;
+
+/// Serves `listener` until `stop` fires, then sends GOAWAY on every open
+/// connection and returns once their calls are done.
+pub async fn serve(
+    listener: TcpListener,
+    balancing: Arc<ArcSwap<Balancing>>,
+    stop: CancellationToken,
+) {
+    let builder = builder();
+    let graceful = GracefulShutdown::new();
+    let name = balancing.load().name().to_owned();
+    let accepted = balancing
+        .load()
+        .metrics()
+        .downstream_connections
+        .get_or_create_owned(&BalancingLabels {
+            balancing: name.clone(),
+        });
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly
+                    // instead of spinning.
+                    tracing::warn!(balancing = %name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = stop.cancelled() => break,
+        };
+        accepted.inc();
+        let _ = stream.set_nodelay(true);
+        let balancing = balancing.clone();
+        let service = service_fn(move |req| {
+            let current = balancing.load_full();
+            async move { Ok::<_, Infallible>(crate::call::proxy(current, req).await) }
+        });
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        let name = name.clone();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                // Garbage bytes, a client that vanished, a protocol error: only
+                // this connection is affected.
+                tracing::debug!(balancing = %name, %peer, error = %e, "downstream connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::debug!(balancing = %name, connections = graceful.count(), "listener closed; draining connections");
+    graceful.shutdown().await;
+}
+
+fn builder() -> http2::Builder<TokioExecutor> {
+    let mut b = http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT);
+    b
+}
+
+/// Binds a listener, with the error naming the address.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+}
