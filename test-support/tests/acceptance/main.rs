@@ -3,6 +3,7 @@
 
 mod cluster_dns;
 mod endpointslices;
+mod kubelet;
 mod pod_security;
 mod webhook;
 
