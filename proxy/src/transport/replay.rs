@@ -155,11 +155,22 @@ impl Body for ReplayBody {
         }
     }
 
+    /// Accurate end-of-stream matters: it lets hyper put END_STREAM on the
+    /// last DATA frame instead of sending an extra empty one, and h2 servers
+    /// police streams of small non-final DATA frames.
     fn is_end_stream(&self) -> bool {
         let shared = lock(&self.shared);
-        shared.source_ended
-            && shared.trailers.is_none()
-            && (shared.replay_lost || self.cursor >= shared.chunks.len())
+        if self.generation != shared.generation {
+            return true;
+        }
+        if !shared.replay_lost && self.cursor < shared.chunks.len() {
+            return false;
+        }
+        if shared.source_ended {
+            shared.trailers.is_none() || self.trailers_sent
+        } else {
+            shared.source.is_end_stream()
+        }
     }
 
     fn size_hint(&self) -> SizeHint {

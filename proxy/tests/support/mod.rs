@@ -1,0 +1,241 @@
+//! Shared helpers of the proxy's integration tests: real greeter backends,
+//! the real proxy started in-process, and polling with a deadline.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use grpc_balancer_crds::config::{
+    Balancing, Discovery, OutlierDetection, Policy, PolicyKind, ProxyConfig, Queue, Retries, Subset,
+};
+use grpc_balancer_greeter::pb::HelloRequest;
+use grpc_balancer_greeter::pb::greeter_client::GreeterClient;
+use grpc_balancer_greeter::{BackendOptions, RunningBackend};
+use grpc_balancer_proxy::transport::client::ConnectSettings;
+use grpc_balancer_proxy::{ConfigSource, RunningProxy, Settings};
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+/// An unused loopback address (bound, then released).
+pub fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr")
+}
+
+pub async fn backend(name: &str) -> RunningBackend {
+    grpc_balancer_greeter::spawn_server(
+        "127.0.0.1:0".parse().expect("addr"),
+        BackendOptions::named(name),
+    )
+    .await
+    .expect("backend starts")
+}
+
+pub async fn backends(n: usize) -> Vec<RunningBackend> {
+    let mut v = Vec::new();
+    for i in 0..n {
+        v.push(backend(&format!("b{i}")).await);
+    }
+    v
+}
+
+pub fn static_subset(name: &str, weight: u32, addrs: &[SocketAddr]) -> Subset {
+    Subset {
+        name: name.into(),
+        weight,
+        discovery: Discovery::static_list(addrs.iter().map(|a| a.to_string()).collect()),
+    }
+}
+
+pub fn balancing(name: &str, policy: PolicyKind, subsets: Vec<Subset>) -> Balancing {
+    Balancing {
+        name: name.into(),
+        listen: free_addr().to_string(),
+        policy: Policy {
+            kind: policy,
+            header: None,
+        },
+        subsets,
+        timeout: None,
+        retries: Retries::default(),
+        outlier_detection: OutlierDetection::default(),
+        health_check: None,
+        queue: Queue::default(),
+    }
+}
+
+pub fn config(balancings: Vec<Balancing>) -> ProxyConfig {
+    ProxyConfig { balancings }
+}
+
+pub struct Proxy {
+    pub running: Option<RunningProxy>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Proxy {
+    pub fn addr(&self, balancing: &str) -> SocketAddr {
+        self.running
+            .as_ref()
+            .and_then(|r| r.listener_addr(balancing))
+            .expect("balancing is running")
+    }
+
+    pub fn admin(&self) -> SocketAddr {
+        self.running.as_ref().expect("running").admin_addr
+    }
+
+    pub async fn client(&self, balancing: &str) -> GreeterClient<Channel> {
+        grpc_balancer_greeter::connect(&self.addr(balancing).to_string())
+            .await
+            .expect("connect to the proxy")
+    }
+
+    /// Sends the shutdown signal and waits for the drain to finish.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(r) = self.running.take() {
+            r.wait().await.expect("proxy stops cleanly");
+        }
+    }
+}
+
+pub fn test_settings(source: ConfigSource) -> Settings {
+    let mut s = Settings::new(source);
+    s.admin = "127.0.0.1:0".parse().expect("addr");
+    s.drain_timeout = Duration::from_secs(5);
+    s.config_poll_interval = Duration::from_millis(100);
+    s.connect = ConnectSettings {
+        connect_timeout: Duration::from_secs(1),
+        backoff_base: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(200),
+    };
+    s
+}
+
+pub async fn start(settings: Settings) -> Proxy {
+    if std::env::var_os(grpc_balancer_proxy::telemetry::LOG_ENV).is_some() {
+        grpc_balancer_proxy::telemetry::init(grpc_balancer_proxy::telemetry::LogFormat::Text);
+    }
+    let (tx, rx) = oneshot::channel();
+    let running = grpc_balancer_proxy::run(settings, async move {
+        let _ = rx.await;
+    })
+    .await
+    .expect("proxy starts");
+    Proxy {
+        running: Some(running),
+        stop: Some(tx),
+    }
+}
+
+pub async fn start_proxy(config: ProxyConfig) -> Proxy {
+    start(test_settings(ConfigSource::Fixed(config))).await
+}
+
+pub fn hello(name: &str) -> HelloRequest {
+    HelloRequest {
+        name: name.into(),
+        count: 1,
+        reply_payload_bytes: 0,
+        payload: Vec::new(),
+    }
+}
+
+/// One unary call; the name of the backend that answered.
+pub async fn say_hello(client: &mut GreeterClient<Channel>) -> Result<String, tonic::Status> {
+    client
+        .say_hello(hello("test"))
+        .await
+        .map(|r| r.into_inner().backend)
+}
+
+/// Counts which backend answered `n` sequential unary calls.
+pub async fn spread(client: &mut GreeterClient<Channel>, n: usize) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for i in 0..n {
+        let backend = say_hello(client)
+            .await
+            .unwrap_or_else(|s| panic!("call {i} failed: {s:?}"));
+        *counts.entry(backend).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Polls `check` until it returns true, failing after `within`.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {within:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the proxy reports `n` ready endpoints in balancing `name`.
+pub async fn wait_ready(proxy: &Proxy, name: &str, n: usize) {
+    let state = proxy.running.as_ref().expect("running").state.clone();
+    let name = name.to_owned();
+    eventually(Duration::from_secs(10), "endpoints ready", || {
+        let state = state.clone();
+        let name = name.clone();
+        async move {
+            state
+                .balancings()
+                .iter()
+                .filter(|(_, b)| b.name() == name)
+                .map(|(_, b)| {
+                    b.subsets
+                        .iter()
+                        .map(|s| {
+                            s.set
+                                .load()
+                                .endpoints
+                                .iter()
+                                .filter(|e| e.is_available())
+                                .count()
+                        })
+                        .sum::<usize>()
+                })
+                .sum::<usize>()
+                >= n
+        }
+    })
+    .await;
+}
+
+/// GET on the admin server: (status, body).
+pub async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("admin connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("admin write");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.expect("admin read");
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("HTTP status line");
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
