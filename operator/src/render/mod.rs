@@ -1,0 +1,20 @@
+//! Pure functions from `GrpcBalancing`s (and what the cluster reports) to the
+//! objects the operator writes. No I/O here, so all of it is unit-tested.
+
+mod balancing;
+mod endpoints;
+mod namespace;
+mod services;
+mod status;
+
+pub use balancing::{RenderError, SubsetTarget, balancing, subset_targets};
+pub use endpoints::{EndpointIndex, ServiceEndpoints};
+pub use namespace::{Evaluation, NamespaceView, Outcome};
+pub use services::{desired_services, service_needs_apply};
+pub use status::{MAX_PODS_WITHOUT_PROXY, desired_status};
+
+#[cfg(test)]
+pub(crate) mod fixtures;
+
+#[cfg(test)]
+mod tests;
