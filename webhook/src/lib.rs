@@ -8,9 +8,12 @@
 pub mod annotations;
 mod args;
 pub mod balancings;
+pub mod http;
 mod mutate;
 mod overrides;
+pub mod proxy_configs;
 pub mod quantity;
+pub mod review;
 pub mod settings;
 pub mod sidecar;
 
