@@ -36,6 +36,8 @@ const GRPC_PORT: u16 = 50051;
 /// Calls in flight at once, all over ONE HTTP/2 connection, like one gRPC
 /// channel of a real client.
 const CONCURRENCY: usize = 8;
+/// Log filter variable of the proxy.
+const PROXY_LOG_ENV: &str = "GRPC_BALANCER_LOG";
 
 /// A greeter backend: its pod, version and loopback address.
 #[derive(Debug, Clone)]
@@ -458,7 +460,7 @@ impl Demo<'_> {
         ];
         self.dns = Some(dns);
         let program = self.cli.bin_dir.join("grpc-balancer-proxy");
-        let envs = [("RUST_LOG", OsStr::new("info"))];
+        let envs = [(PROXY_LOG_ENV, OsStr::new("info"))];
         let process = Process::spawn("proxy", &program, &args, &envs, &self.log_dir)?;
         self.processes.push(process);
         let ready = format!("http://{admin}/ready");
