@@ -91,7 +91,7 @@ async fn a_bidi_stream_stays_on_one_backend() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weighted_subsets_split_75_25() {
     let v1 = backends(2).await;
-    let v2 = vec![backend("v2-a").await, backend("v2-b").await];
+    let v2 = [backend("v2-a").await, backend("v2-b").await];
     let proxy = start_proxy(config(vec![balancing(
         "greeter",
         PolicyKind::PeakEwma,
@@ -102,7 +102,7 @@ async fn weighted_subsets_split_75_25() {
     )]))
     .await;
     wait_ready(&proxy, "greeter", 4).await;
-    let mut client = proxy.client("greeter").await;
+    let client = proxy.client("greeter").await;
     // Concurrent calls, as a real client would make them.
     let mut tasks = Vec::new();
     for _ in 0..8 {
