@@ -118,6 +118,10 @@ passed explicitly so RBAC resourceNames and the code agree.
 */}}
 {{- define "grpc-balancer.operatorArgs" -}}
 - --metrics-listen=0.0.0.0:{{ .Values.operator.metricsPort }}
+- --leader-election-namespace=$(POD_NAMESPACE)
+- --leader-election-lease-name={{ include "grpc-balancer.leaseName" . }}
+- --lease-duration={{ .Values.operator.leaseDuration }}
+- --cluster-domain={{ .Values.operator.clusterDomain }}
 - --webhook-listen=0.0.0.0:{{ .Values.webhook.port }}
 - --webhook-configuration={{ include "grpc-balancer.webhookName" . }}
 - --webhook-service={{ include "grpc-balancer.webhookServiceName" . }}
