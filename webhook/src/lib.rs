@@ -8,14 +8,21 @@
 pub mod annotations;
 mod args;
 pub mod balancings;
+pub mod cert_files;
+pub mod cert_secret;
+pub mod certs;
 pub mod http;
 mod mutate;
 mod overrides;
 pub mod proxy_configs;
 pub mod quantity;
+pub mod registration;
 pub mod review;
+mod run;
+pub mod server;
 pub mod settings;
 pub mod sidecar;
+pub mod tls;
 
 pub use args::{
     Args, CertSource, DEFAULT_PROXY_IMAGE, FailurePolicy, SidecarModeArg, StandaloneArgs,
@@ -26,12 +33,4 @@ pub use mutate::{
 };
 pub use settings::{LogLevel, ProxyResources, ProxySettings, SidecarMode};
 
-/// Serves the webhook until `shutdown` resolves.
-pub async fn run(
-    _client: kube::Client,
-    _args: Args,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    shutdown.await;
-    Ok(())
-}
+pub use run::{run, run_on, sidecar_mode};
