@@ -1,0 +1,520 @@
+//! The `GrpcBalancing` controller: per balancing, its headless Services and
+//! its status. The namespace's proxy ConfigMap is rendered by
+//! [`crate::config_map`] from the same stores.
+//!
+//! Each kind is watched once, into a reflector store the reconcilers read
+//! (no API reads while reconciling), and the watch streams are fanned out:
+//! - balancings: trigger their own reconcile, mark their namespace's
+//!   ConfigMap dirty, and re-trigger the balancings that share their
+//!   listener port (a deleted older one hands the port to a newer one);
+//! - Services (managed-by label): trigger their owner;
+//! - EndpointSlices of those Services (they carry the Service's labels):
+//!   trigger the balancing named by the label, and mark the ConfigMap dirty
+//!   (a named port may have been resolved);
+//! - pods, metadata only: an annotated pod triggers the balancings of its
+//!   namespace (their status lists pods without the proxy).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{Stream, StreamExt as _};
+use grpc_balancer_crds::annotations::{BALANCING_LABEL, INJECT, INJECTED};
+use grpc_balancer_crds::v1alpha1::{GrpcBalancing, GrpcBalancingStatus, READY_CONDITION};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt as _, watcher};
+use kube::{Client, Resource, ResourceExt as _};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::dirty::DirtySet;
+use crate::error::{Error, Result};
+use crate::metrics::{GRPC_BALANCING_CONTROLLER, Metrics};
+use crate::names::{CONTROLLER_NAME, FIELD_MANAGER, managed_by_selector};
+use crate::render::{
+    EndpointIndex, NamespaceView, desired_services, desired_status, service_needs_apply,
+};
+
+/// How often every balancing is re-checked even without a change: a safety
+/// net only (it writes nothing when nothing drifted).
+const RESYNC: Duration = Duration::from_secs(300);
+
+/// What reconcilers share: the client, the stores and the queues.
+pub struct Context {
+    pub client: Client,
+    pub cluster_domain: String,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    pub balancings: Store<GrpcBalancing>,
+    pub services: Store<Service>,
+    pub slices: Store<EndpointSlice>,
+    pub pods: Store<PartialObjectMeta<Pod>>,
+    pub config_maps: Store<ConfigMap>,
+    /// Namespaces whose ConfigMap must be re-rendered.
+    pub config_dirty: Arc<DirtySet<String>>,
+    /// Consecutive failures per balancing, for the error back-off.
+    failures: Mutex<HashMap<ObjectRef<GrpcBalancing>, u32>>,
+}
+
+impl Context {
+    /// Waits until every store holds a complete first listing. Reconciling
+    /// earlier would judge from a partial view (e.g. "no Service yet") and
+    /// write things that are already there.
+    pub async fn wait_ready(&self) {
+        // An Err means the writer is gone: the operator is shutting down and
+        // the controller stops on its own.
+        let _ = self.balancings.wait_until_ready().await;
+        let _ = self.services.wait_until_ready().await;
+        let _ = self.slices.wait_until_ready().await;
+        let _ = self.pods.wait_until_ready().await;
+        let _ = self.config_maps.wait_until_ready().await;
+    }
+
+    /// The balancings of one namespace.
+    pub fn balancings_in(&self, namespace: &str) -> Vec<Arc<GrpcBalancing>> {
+        self.balancings
+            .state()
+            .into_iter()
+            .filter(|gb| gb.metadata.namespace.as_deref() == Some(namespace))
+            .collect()
+    }
+
+    /// The EndpointSlice summary of one namespace.
+    pub fn endpoints_in(&self, namespace: &str) -> EndpointIndex {
+        let slices = self.slices.state();
+        EndpointIndex::new(namespace, slices.iter().map(|s| s.as_ref()))
+    }
+}
+
+/// The watch streams, started together, and the stores they fill.
+struct Watches<GS, SS, ES, PS, CS> {
+    balancings: GS,
+    services: SS,
+    slices: ES,
+    pods: PS,
+    config_maps: CS,
+}
+
+/// Runs the controller and the ConfigMap renderer until `stop` (leadership
+/// lost or shutdown). Reconciles in flight finish first.
+pub async fn run(
+    client: Client,
+    cluster_domain: String,
+    metrics: Arc<Metrics>,
+    identity: String,
+    stop: CancellationToken,
+) {
+    let config_dirty = Arc::new(DirtySet::<String>::default());
+    let siblings = Arc::new(DirtySet::<ObjectRef<GrpcBalancing>>::default());
+
+    let (gb_store, gb_writer) = reflector::store();
+    let (svc_store, svc_writer) = reflector::store();
+    let (slice_store, slice_writer) = reflector::store();
+    let (pod_store, pod_writer) = reflector::store();
+    let (cm_store, cm_writer) = reflector::store();
+
+    let managed = watcher::Config::default().labels(&managed_by_selector());
+    let watches = Watches {
+        balancings: watcher(
+            Api::<GrpcBalancing>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .reflect(gb_writer)
+        .touched_objects(),
+        services: watcher(Api::<Service>::all(client.clone()), managed.clone())
+            .default_backoff()
+            .reflect(svc_writer)
+            .touched_objects(),
+        slices: watcher(
+            Api::<EndpointSlice>::all(client.clone()),
+            watcher::Config::default().labels(BALANCING_LABEL),
+        )
+        .default_backoff()
+        .reflect(slice_writer)
+        .touched_objects(),
+        // Metadata only: annotations are all it needs, at a fraction of the size.
+        pods: watcher(
+            Api::<PartialObjectMeta<Pod>>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .reflect(pod_writer)
+        .touched_objects(),
+        config_maps: watcher(
+            Api::<ConfigMap>::all(client.clone()),
+            managed.fields(&format!(
+                "metadata.name={}",
+                grpc_balancer_crds::config::CONFIG_MAP_NAME
+            )),
+        )
+        .default_backoff()
+        .reflect(cm_writer)
+        .touched_objects(),
+    };
+
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: CONTROLLER_NAME.into(),
+            instance: Some(identity),
+        },
+    );
+    let ctx = Arc::new(Context {
+        client,
+        cluster_domain,
+        metrics,
+        recorder,
+        balancings: gb_store.clone(),
+        services: svc_store,
+        slices: slice_store,
+        pods: pod_store,
+        config_maps: cm_store,
+        config_dirty: config_dirty.clone(),
+        failures: Mutex::new(HashMap::new()),
+    });
+
+    let balancings = watches.balancings.inspect({
+        let dirty = config_dirty.clone();
+        let siblings = siblings.clone();
+        let store = gb_store.clone();
+        move |event| {
+            if let Ok(gb) = event {
+                on_balancing_event(gb, &store, &dirty, &siblings);
+            }
+        }
+    });
+    let slices = watches.slices.inspect({
+        let dirty = config_dirty.clone();
+        move |event| {
+            if let Ok(slice) = event
+                && let Some(ns) = &slice.metadata.namespace
+            {
+                dirty.mark(ns.clone());
+            }
+        }
+    });
+    let config_maps = watches.config_maps.inspect({
+        let dirty = config_dirty.clone();
+        move |event| {
+            if let Ok(cm) = event
+                && let Some(ns) = &cm.metadata.namespace
+            {
+                dirty.mark(ns.clone());
+            }
+        }
+    });
+
+    let pods_mapper = {
+        let store = gb_store.clone();
+        move |pod: PartialObjectMeta<Pod>| -> Vec<ObjectRef<GrpcBalancing>> {
+            if !asks_for_injection(&pod) {
+                return Vec::new();
+            }
+            let ns = pod.metadata.namespace.clone();
+            store
+                .state()
+                .iter()
+                .filter(|gb| gb.metadata.namespace == ns)
+                .map(|gb| ObjectRef::from_obj(gb.as_ref()))
+                .collect()
+        }
+    };
+
+    let controller = Controller::for_stream(balancings, gb_store)
+        .owns_stream(watches.services)
+        .watches_stream(slices, |slice: EndpointSlice| {
+            let name = slice.labels().get(BALANCING_LABEL).cloned();
+            let ns = slice.metadata.namespace.clone();
+            name.zip(ns)
+                .map(|(name, ns)| ObjectRef::new(&name).within(&ns))
+        })
+        .watches_stream(watches.pods, pods_mapper)
+        .reconcile_on(siblings.stream())
+        .graceful_shutdown_on(stop.clone().cancelled_owned())
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "reconcile not run");
+            }
+        });
+
+    let renderer = crate::config_map::run(ctx.clone(), stop.clone());
+    let config_map_watch = drain_until(config_maps, stop.clone());
+    tokio::join!(controller, renderer, config_map_watch);
+}
+
+/// Polls a watch stream (so its store stays current) until `stop`.
+async fn drain_until<S: Stream + Send>(stream: S, stop: CancellationToken) {
+    let mut stream = std::pin::pin!(stream);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            item = stream.next() => if item.is_none() { return },
+        }
+    }
+}
+
+fn on_balancing_event(
+    gb: &GrpcBalancing,
+    store: &Store<GrpcBalancing>,
+    config_dirty: &DirtySet<String>,
+    siblings: &DirtySet<ObjectRef<GrpcBalancing>>,
+) {
+    let Some(ns) = gb.metadata.namespace.as_deref() else {
+        return;
+    };
+    config_dirty.mark(ns.to_owned());
+    let port = gb.spec.listener_port;
+    for other in store.state() {
+        if other.metadata.namespace.as_deref() == Some(ns)
+            && other.spec.listener_port == port
+            && other.metadata.name != gb.metadata.name
+        {
+            siblings.mark(ObjectRef::from_obj(other.as_ref()));
+        }
+    }
+}
+
+fn asks_for_injection(pod: &PartialObjectMeta<Pod>) -> bool {
+    pod.annotations().get(INJECT).map(String::as_str) == Some("true")
+}
+
+/// Pods of `namespace` that asked for the proxy but were not injected.
+fn pods_without_proxy(ctx: &Context, namespace: &str) -> Vec<String> {
+    ctx.pods
+        .state()
+        .iter()
+        .filter(|p| p.metadata.namespace.as_deref() == Some(namespace))
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| asks_for_injection(p) && !p.annotations().contains_key(INJECTED))
+        .map(|p| p.name_any())
+        .collect()
+}
+
+/// Brings one balancing's Services and status in line with its spec.
+pub async fn reconcile(gb: Arc<GrpcBalancing>, ctx: Arc<Context>) -> Result<Action> {
+    ctx.wait_ready().await;
+    let started = Instant::now();
+    let result = reconcile_inner(&gb, &ctx).await;
+    ctx.metrics.observe(
+        GRPC_BALANCING_CONTROLLER,
+        started.elapsed(),
+        result.as_ref().err().map(Error::metric_label),
+    );
+    if result.is_ok()
+        && let Ok(mut failures) = ctx.failures.lock()
+    {
+        failures.remove(&ObjectRef::from_obj(gb.as_ref()));
+    }
+    result
+}
+
+async fn reconcile_inner(gb: &GrpcBalancing, ctx: &Context) -> Result<Action> {
+    let ns = gb
+        .metadata
+        .namespace
+        .as_deref()
+        .ok_or(Error::MissingField("namespace"))?;
+    let name = gb
+        .metadata
+        .name
+        .as_deref()
+        .ok_or(Error::MissingField("name"))?;
+    if gb.metadata.deletion_timestamp.is_some() {
+        // Owner references take the Services away; the renderer drops it
+        // from the ConfigMap.
+        return Ok(Action::await_change());
+    }
+
+    let service_names = apply_services(gb, ns, name, ctx).await?;
+
+    let balancings = ctx.balancings_in(ns);
+    let endpoints = ctx.endpoints_in(ns);
+    let view = NamespaceView::new(
+        balancings.iter().map(|b| b.as_ref()),
+        &endpoints,
+        &ctx.cluster_domain,
+    );
+    let evaluation = view.evaluate(gb);
+    let now = now_in_seconds();
+    let status = desired_status(
+        gb,
+        &evaluation,
+        service_names,
+        pods_without_proxy(ctx, ns),
+        now,
+    );
+    if gb.status.as_ref() != Some(&status) {
+        write_status(gb, ns, name, &status, ctx).await?;
+    }
+    Ok(Action::requeue(RESYNC))
+}
+
+/// Applies the Services that differ from the desired ones, deletes those of
+/// removed subsets; returns the desired names.
+async fn apply_services(
+    gb: &GrpcBalancing,
+    ns: &str,
+    name: &str,
+    ctx: &Context,
+) -> Result<Vec<String>> {
+    let api: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
+    let desired = match desired_services(gb) {
+        Ok(desired) => desired,
+        // The status reports why; there is nothing valid to apply.
+        Err(_) => return Ok(Vec::new()),
+    };
+    let mut names = Vec::with_capacity(desired.len());
+    for svc in &desired {
+        let svc_name = svc.metadata.name.clone().unwrap_or_default();
+        let existing = ctx.services.get(&ObjectRef::new(&svc_name).within(ns));
+        if existing
+            .as_deref()
+            .is_none_or(|e| service_needs_apply(e, svc))
+        {
+            api.patch(
+                &svc_name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(svc),
+            )
+            .await
+            .map_err(|source| Error::ApplyService {
+                name: svc_name.clone(),
+                source,
+            })?;
+            tracing::info!(namespace = ns, balancing = name, service = %svc_name, "applied headless Service");
+        }
+        names.push(svc_name);
+    }
+    let uid = gb.metadata.uid.as_deref();
+    for stale in ctx.services.state() {
+        let stale_name = stale.name_any();
+        let ours = stale.metadata.namespace.as_deref() == Some(ns)
+            && stale.labels().get(BALANCING_LABEL).map(String::as_str) == Some(name)
+            && stale
+                .owner_references()
+                .iter()
+                .any(|o| Some(o.uid.as_str()) == uid)
+            && !names.contains(&stale_name);
+        if !ours || stale.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        match api.delete(&stale_name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(source) => {
+                return Err(Error::DeleteService {
+                    name: stale_name,
+                    source,
+                });
+            }
+        }
+        tracing::info!(namespace = ns, balancing = name, service = %stale_name, "deleted the Service of a removed subset");
+        publish(
+            ctx,
+            gb,
+            EventType::Normal,
+            "ServiceDeleted",
+            format!("deleted Service {stale_name} of a removed subset"),
+        )
+        .await;
+    }
+    Ok(names)
+}
+
+async fn write_status(
+    gb: &GrpcBalancing,
+    ns: &str,
+    name: &str,
+    status: &GrpcBalancingStatus,
+    ctx: &Context,
+) -> Result<()> {
+    let api: Api<GrpcBalancing> = Api::namespaced(ctx.client.clone(), ns);
+    let patch = json!({
+        "apiVersion": GrpcBalancing::api_version(&()),
+        "kind": GrpcBalancing::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::PatchStatus)?;
+    let before = ready_reason(gb.status.as_ref());
+    let after = ready_reason(Some(status));
+    if before != after
+        && let Some(condition) = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == READY_CONDITION)
+    {
+        let type_ = if condition.status == "True" {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        };
+        tracing::info!(namespace = ns, balancing = name, reason = %condition.reason, message = %condition.message, "Ready changed");
+        publish(ctx, gb, type_, &condition.reason, condition.message.clone()).await;
+    }
+    Ok(())
+}
+
+/// The stored form of a timestamp has whole seconds: a finer one would make
+/// the next comparison see a difference that is not there.
+fn now_in_seconds() -> Time {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    Time(k8s_openapi::jiff::Timestamp::from_second(now.as_second()).unwrap_or(now))
+}
+
+fn ready_reason(status: Option<&GrpcBalancingStatus>) -> Option<&str> {
+    status?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == READY_CONDITION)
+        .map(|c| c.reason.as_str())
+}
+
+/// Events are best effort: a failure is logged, never fails the reconcile.
+async fn publish(ctx: &Context, gb: &GrpcBalancing, type_: EventType, reason: &str, note: String) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &gb.object_ref(&())).await {
+        tracing::warn!(error = %e, "cannot publish an event");
+    }
+}
+
+/// Exponential back-off per balancing: 0.5 s doubling up to 5 min.
+pub fn error_policy(gb: Arc<GrpcBalancing>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = ObjectRef::from_obj(gb.as_ref());
+    let failures = match ctx.failures.lock() {
+        Ok(mut failures) => {
+            let n = failures.entry(key).or_default();
+            *n = n.saturating_add(1);
+            *n
+        }
+        Err(_) => 1,
+    };
+    let delay = backoff(failures);
+    tracing::warn!(namespace = gb.namespace().unwrap_or_default(), balancing = gb.name_any(), error = %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+pub(crate) fn backoff(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(10);
+    Duration::from_millis(500u64 << exp).min(Duration::from_secs(300))
+}

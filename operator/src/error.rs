@@ -1,0 +1,53 @@
+//! The operator's errors. Each variant is also a metric label.
+
+/// What went wrong in a reconcile or a ConfigMap sync.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("applying Service {name}: {source}")]
+    ApplyService {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("deleting Service {name}: {source}")]
+    DeleteService {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("writing the status: {0}")]
+    PatchStatus(#[source] kube::Error),
+    #[error("applying the proxy ConfigMap of namespace {namespace}: {source}")]
+    ApplyConfigMap {
+        namespace: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("deleting the proxy ConfigMap of namespace {namespace}: {source}")]
+    DeleteConfigMap {
+        namespace: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("rendering the proxy config as YAML: {0}")]
+    RenderConfig(#[source] serde_yaml::Error),
+    #[error("the GrpcBalancing has no {0}")]
+    MissingField(&'static str),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Label of the `error` dimension of the error metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::ApplyService { .. } => "apply_service",
+            Error::DeleteService { .. } => "delete_service",
+            Error::PatchStatus(_) => "patch_status",
+            Error::ApplyConfigMap { .. } => "apply_config_map",
+            Error::DeleteConfigMap { .. } => "delete_config_map",
+            Error::RenderConfig(_) => "render_config",
+            Error::MissingField(_) => "missing_field",
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Settings of the operator, and the command line that produces them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::leader::LeaderSettings;
+use crate::metrics::ApiRequestCounter;
+
+/// Everything [`crate::run`] needs besides the client.
+#[derive(Clone)]
+pub struct Settings {
+    /// Suffix of the headless Services' DNS names in the proxy config.
+    pub cluster_domain: String,
+    pub leader: LeaderSettings,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served; `None`: not served.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Counts the client's requests when the client was built with
+    /// [`crate::client_with_counter`]; exported as a metric.
+    pub api_requests: ApiRequestCounter,
+}
+
+/// Command-line flags of the operator (each with an environment fallback).
+#[derive(Debug, Clone, clap::Args)]
+pub struct OperatorArgs {
+    /// Kubeconfig to use; default: in-cluster config, then `KUBECONFIG`,
+    /// then `~/.kube/config`.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    #[arg(
+        long,
+        env = "GRPC_BALANCER_METRICS_LISTEN",
+        default_value = "0.0.0.0:8080"
+    )]
+    pub metrics_listen: SocketAddr,
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub leader_election_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(
+        long,
+        env = "GRPC_BALANCER_LEASE_NAME",
+        default_value = "grpc-balancer-operator"
+    )]
+    pub leader_election_lease_name: String,
+    /// How long the Lease stays valid without renewal (e.g. 15s): the
+    /// longest a standby waits after the leader died.
+    #[arg(long, env = "GRPC_BALANCER_LEASE_DURATION", default_value = "15s", value_parser = parse_lease_duration)]
+    pub lease_duration: Duration,
+    /// This replica's identity in the Lease; default: the hostname.
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+    /// Cluster DNS domain used in the headless Services' names.
+    #[arg(
+        long,
+        env = "GRPC_BALANCER_CLUSTER_DOMAIN",
+        default_value = "cluster.local"
+    )]
+    pub cluster_domain: String,
+}
+
+fn parse_lease_duration(s: &str) -> Result<Duration, String> {
+    let d = grpc_balancer_crds::config::Duration::parse(s)
+        .map_err(|e| e.to_string())?
+        .as_std();
+    if d < Duration::from_secs(2) {
+        return Err(format!("{s} is below the minimum lease duration of 2s"));
+    }
+    Ok(d)
+}
+
+impl OperatorArgs {
+    pub fn settings(&self, api_requests: ApiRequestCounter) -> Settings {
+        let identity = self.pod_name.clone().unwrap_or_else(hostname);
+        Settings {
+            cluster_domain: self.cluster_domain.clone(),
+            leader: LeaderSettings {
+                namespace: self.leader_election_namespace.clone(),
+                lease_name: self.leader_election_lease_name.clone(),
+                identity,
+                lease_duration: self.lease_duration,
+            },
+            metrics_listen: Some(self.metrics_listen),
+            api_requests,
+        }
+    }
+}
+
+/// The hostname (the pod name in a Deployment); a fixed placeholder only
+/// when the kernel does not tell, since the identity must not be empty.
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| format!("grpc-balancer-operator-{}", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: OperatorArgs,
+    }
+
+    #[test]
+    fn defaults_and_bad_lease_durations() {
+        let cli = Cli::try_parse_from(["op", "--pod-name", "a"]).expect("defaults parse");
+        assert_eq!(cli.args.lease_duration, Duration::from_secs(15));
+        assert_eq!(cli.args.cluster_domain, "cluster.local");
+        assert_eq!(
+            cli.args.leader_election_lease_name,
+            "grpc-balancer-operator"
+        );
+        assert_eq!(cli.args.metrics_listen.port(), 8080);
+        for bad in ["1s", "fast", "-3s", ""] {
+            assert!(
+                Cli::try_parse_from(["op", "--lease-duration", bad]).is_err(),
+                "{bad:?} should be rejected"
+            );
+        }
+    }
+}
