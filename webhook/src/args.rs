@@ -90,6 +90,11 @@ pub struct Args {
     )]
     pub webhook_failure_policy: FailurePolicy,
 
+    /// Local mode: only namespaces with this label (`key=value`) are sent to
+    /// the webhook (system namespaces never are).
+    #[arg(long, env = "GRPC_BALANCER_WEBHOOK_NAMESPACE_SELECTOR", value_parser = parse_label)]
+    pub webhook_namespace_selector: Option<(String, String)>,
+
     /// Local mode: `timeoutSeconds` of the registered webhook.
     #[arg(long, env = "GRPC_BALANCER_WEBHOOK_TIMEOUT_SECONDS", default_value_t = 5,
           value_parser = clap::value_parser!(i32).range(1..=30))]
@@ -161,6 +166,13 @@ pub const DEFAULT_PROXY_IMAGE: &str = concat!(
     "ghcr.io/grpc-balancer/grpc-balancer-proxy:",
     env!("CARGO_PKG_VERSION")
 );
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("{text:?} is not key=value")),
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CertSource {

@@ -28,6 +28,8 @@ pub struct LocalRegistration {
     pub url: String,
     pub failure_policy: FailurePolicy,
     pub timeout_seconds: i32,
+    /// Only namespaces with this label, when set.
+    pub namespace_label: Option<(String, String)>,
 }
 
 impl LocalRegistration {
@@ -64,7 +66,10 @@ impl LocalRegistration {
                     operator: "NotIn".to_owned(),
                     values: Some(EXCLUDED_NAMESPACES.map(str::to_owned).to_vec()),
                 }]),
-                match_labels: None,
+                match_labels: self
+                    .namespace_label
+                    .clone()
+                    .map(|(key, value)| [(key, value)].into()),
             }),
             // A later webhook may add containers; being called again lets the
             // proxy's env reach them, and the already-injected check keeps it

@@ -274,6 +274,7 @@ async fn keep_registered(client: Client, args: Args, mut ca_rx: watch::Receiver<
         url,
         failure_policy: args.webhook_failure_policy,
         timeout_seconds: args.webhook_timeout_seconds,
+        namespace_label: args.webhook_namespace_selector.clone(),
     });
     let config =
         watcher::Config::default().fields(&format!("metadata.name={}", args.webhook_configuration));
