@@ -41,6 +41,7 @@ use crate::names::{CONTROLLER_NAME, FIELD_MANAGER, managed_by_selector};
 use crate::render::{
     EndpointIndex, NamespaceView, desired_services, desired_status, service_needs_apply,
 };
+use crate::settings::Settings;
 
 /// How often every balancing is re-checked even without a change: a safety
 /// net only (it writes nothing when nothing drifted).
@@ -104,13 +105,8 @@ struct Watches<GS, SS, ES, PS, CS> {
 
 /// Runs the controller and the ConfigMap renderer until `stop` (leadership
 /// lost or shutdown). Reconciles in flight finish first.
-pub async fn run(
-    client: Client,
-    cluster_domain: String,
-    metrics: Arc<Metrics>,
-    identity: String,
-    stop: CancellationToken,
-) {
+pub async fn run(client: Client, settings: Settings, stop: CancellationToken) {
+    let ns = settings.watch_namespace.as_deref();
     let config_dirty = Arc::new(DirtySet::<String>::default());
     let siblings = Arc::new(DirtySet::<ObjectRef<GrpcBalancing>>::default());
 
@@ -123,18 +119,18 @@ pub async fn run(
     let managed = watcher::Config::default().labels(&managed_by_selector());
     let watches = Watches {
         balancings: watcher(
-            Api::<GrpcBalancing>::all(client.clone()),
+            scoped_api::<GrpcBalancing>(&client, ns),
             watcher::Config::default(),
         )
         .default_backoff()
         .reflect(gb_writer)
         .touched_objects(),
-        services: watcher(Api::<Service>::all(client.clone()), managed.clone())
+        services: watcher(scoped_api::<Service>(&client, ns), managed.clone())
             .default_backoff()
             .reflect(svc_writer)
             .touched_objects(),
         slices: watcher(
-            Api::<EndpointSlice>::all(client.clone()),
+            scoped_api::<EndpointSlice>(&client, ns),
             watcher::Config::default().labels(BALANCING_LABEL),
         )
         .default_backoff()
@@ -142,14 +138,14 @@ pub async fn run(
         .touched_objects(),
         // Metadata only: annotations are all it needs, at a fraction of the size.
         pods: watcher(
-            Api::<PartialObjectMeta<Pod>>::all(client.clone()),
+            scoped_api::<PartialObjectMeta<Pod>>(&client, ns),
             watcher::Config::default(),
         )
         .default_backoff()
         .reflect(pod_writer)
         .touched_objects(),
         config_maps: watcher(
-            Api::<ConfigMap>::all(client.clone()),
+            scoped_api::<ConfigMap>(&client, ns),
             managed.fields(&format!(
                 "metadata.name={}",
                 grpc_balancer_crds::config::CONFIG_MAP_NAME
@@ -164,13 +160,13 @@ pub async fn run(
         client.clone(),
         Reporter {
             controller: CONTROLLER_NAME.into(),
-            instance: Some(identity),
+            instance: Some(settings.leader.identity.clone()),
         },
     );
     let ctx = Arc::new(Context {
         client,
-        cluster_domain,
-        metrics,
+        cluster_domain: settings.cluster_domain.clone(),
+        metrics: settings.metrics.clone(),
         recorder,
         balancings: gb_store.clone(),
         services: svc_store,
@@ -249,6 +245,18 @@ pub async fn run(
     let renderer = crate::config_map::run(ctx.clone(), stop.clone());
     let config_map_watch = drain_until(config_maps, stop.clone());
     tokio::join!(controller, renderer, config_map_watch);
+}
+
+/// An API over one namespace, or all of them.
+fn scoped_api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
 }
 
 /// Polls a watch stream (so its store stays current) until `stop`.

@@ -17,8 +17,6 @@ pub mod render;
 pub mod settings;
 pub mod telemetry;
 
-use std::sync::Arc;
-
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -26,7 +24,7 @@ pub use error::{Error, Result};
 pub use settings::{OperatorArgs, Settings};
 
 use crate::leader::LeaderElector;
-use crate::metrics::{ApiRequestCounter, CountApiRequests, Metrics};
+use crate::metrics::{ApiRequestCounter, CountApiRequests};
 
 /// A client whose requests are counted by `counter`.
 pub fn client_with_counter(
@@ -55,7 +53,7 @@ pub async fn run(
             stop.cancel();
         }
     });
-    let metrics = Arc::new(Metrics::new(settings.api_requests.clone()));
+    let metrics = settings.metrics.clone();
     let (leading_tx, mut leading) = watch::channel(false);
     let (reachable_tx, reachable) = watch::channel(false);
 
@@ -87,9 +85,7 @@ pub async fn run(
         let term = stop.child_token();
         let controllers = tokio::spawn(controller::run(
             client.clone(),
-            settings.cluster_domain.clone(),
-            metrics.clone(),
-            settings.leader.identity.clone(),
+            settings.clone(),
             term.clone(),
         ));
         tokio::select! {

@@ -4,8 +4,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use crate::leader::LeaderSettings;
-use crate::metrics::ApiRequestCounter;
+use crate::metrics::{ApiRequestCounter, Metrics};
 
 /// Everything [`crate::run`] needs besides the client.
 #[derive(Clone)]
@@ -15,9 +17,11 @@ pub struct Settings {
     pub leader: LeaderSettings,
     /// Where `/metrics`, `/healthz` and `/readyz` are served; `None`: not served.
     pub metrics_listen: Option<SocketAddr>,
-    /// Counts the client's requests when the client was built with
-    /// [`crate::client_with_counter`]; exported as a metric.
-    pub api_requests: ApiRequestCounter,
+    /// Watch and reconcile only this namespace; `None`: all namespaces.
+    pub watch_namespace: Option<String>,
+    /// The operator's metrics; its API request counter counts the client's
+    /// requests when the client was built with [`crate::client_with_counter`].
+    pub metrics: Arc<Metrics>,
 }
 
 /// Command-line flags of the operator (each with an environment fallback).
@@ -51,6 +55,9 @@ pub struct OperatorArgs {
     /// This replica's identity in the Lease; default: the hostname.
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
+    /// Reconcile only this namespace (default: all namespaces).
+    #[arg(long, env = "GRPC_BALANCER_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
     /// Cluster DNS domain used in the headless Services' names.
     #[arg(
         long,
@@ -82,7 +89,8 @@ impl OperatorArgs {
                 lease_duration: self.lease_duration,
             },
             metrics_listen: Some(self.metrics_listen),
-            api_requests,
+            watch_namespace: self.watch_namespace.clone(),
+            metrics: Arc::new(Metrics::new(api_requests)),
         }
     }
 }
