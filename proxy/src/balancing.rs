@@ -19,7 +19,7 @@ use crate::balance::{EndpointSet, Policy};
 use crate::discovery::{Discover, Target, Update};
 use crate::endpoint::{ConnState, Endpoint, OutlierSettings, SubsetShared};
 use crate::grpc_status::ProxyError;
-use crate::metrics::{DiscoveryLabels, Metrics};
+use crate::metrics::{DiscoveryLabels, LocalCallCounters, Metrics, RetryCounters};
 use crate::resilience::health::{self, HealthSettings};
 use crate::resilience::retry_budget::RetryBudget;
 use crate::transport::client::{self, ConnectSettings};
@@ -40,6 +40,20 @@ pub struct Subset {
 pub struct RetrySettings {
     pub max_attempts: u32,
     pub max_buffered_bytes: usize,
+    /// Full method paths (`/pkg.Service/Method`), sorted: calls to them are
+    /// also retried when a backend answers UNAVAILABLE or loses the stream
+    /// before answering.
+    pub idempotent_methods: Box<[Box<str>]>,
+}
+
+impl RetrySettings {
+    pub fn is_idempotent(&self, path: &str) -> bool {
+        !self.idempotent_methods.is_empty()
+            && self
+                .idempotent_methods
+                .binary_search_by(|m| (**m).cmp(path))
+                .is_ok()
+    }
 }
 
 pub struct Balancing {
@@ -52,6 +66,9 @@ pub struct Balancing {
     pub timeout: Option<Duration>,
     pub retry: RetrySettings,
     pub budget: RetryBudget,
+    pub retry_counters: RetryCounters,
+    /// Calls the proxy answers itself.
+    pub local_calls: LocalCallCounters,
     max_pending: u32,
     max_wait: Duration,
     pending: AtomicU32,
@@ -129,11 +146,24 @@ impl Balancing {
             retry: RetrySettings {
                 max_attempts: cfg.retries.max_attempts.max(1),
                 max_buffered_bytes: cfg.retries.max_buffered_bytes as usize,
+                idempotent_methods: {
+                    let mut m: Vec<Box<str>> = cfg
+                        .retries
+                        .idempotent_methods
+                        .iter()
+                        .map(|m| m.as_str().into())
+                        .collect();
+                    m.sort_unstable();
+                    m.dedup();
+                    m.into_boxed_slice()
+                },
             },
             budget: RetryBudget::new(
                 cfg.retries.budget_percent,
                 cfg.retries.min_retries_per_second,
             ),
+            retry_counters: RetryCounters::new(&metrics.retries, &cfg.name),
+            local_calls: LocalCallCounters::new(metrics.calls.clone(), &cfg.name),
             max_pending: cfg.queue.max_pending,
             max_wait: cfg.queue.max_wait.as_std(),
             pending: AtomicU32::new(0),

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::balancing::Balancing;
 use crate::endpoint::Endpoint;
 use crate::grpc_status::{self, ProxyError, code};
-use crate::metrics::RetryLabels;
+use crate::metrics::RetryOutcome;
 use crate::resilience::deadline;
 use crate::transport::body::{CallRecord, RequestBody, ResponseBody};
 use crate::transport::replay::{ReplayBody, ReplayControl};
@@ -51,13 +52,12 @@ pub async fn proxy(b: Arc<Balancing>, req: Request<Incoming>) -> Response<Respon
         (RequestBody::Streamed(body), None)
     };
     // Headers for a replay after REFUSED_STREAM/GOAWAY, which consume the request.
-    let retry_head = retries.then(|| {
-        (
-            parts.method.clone(),
-            parts.uri.clone(),
-            parts.headers.clone(),
-        )
+    let retry_head = retries.then(|| RetryHead {
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
+        headers: parts.headers.clone(),
     });
+    let idempotent = b.retry.is_idempotent(parts.uri.path());
     b.budget.deposit();
 
     let mut req = Request::from_parts(parts, body);
@@ -97,6 +97,24 @@ pub async fn proxy(b: Arc<Balancing>, req: Request<Incoming>) -> Response<Respon
         };
         match result {
             Ok(response) => {
+                // A listed method the backend turned away without processing
+                // it (trailers-only UNAVAILABLE) goes to another endpoint.
+                if idempotent
+                    && response.body().is_end_stream()
+                    && grpc_status::status_of(response.headers()) == Some(code::UNAVAILABLE)
+                    && let Some(head) = &retry_head
+                    && let Some(body) = retry_body(&b, replay.as_ref(), attempt)
+                {
+                    tracing::debug!(balancing = b.name(), endpoint = %endpoint.addr, attempt, "retrying an idempotent call the endpoint answered UNAVAILABLE");
+                    // The attempt counts on its endpoint (and towards its ejection).
+                    record.first_response();
+                    record.set_status(code::UNAVAILABLE);
+                    drop(record);
+                    req = head.request(body);
+                    attempt += 1;
+                    avoid = Some(endpoint);
+                    continue;
+                }
                 if let Some(r) = &replay {
                     r.stop_buffering();
                 }
@@ -125,30 +143,21 @@ pub async fn proxy(b: Arc<Balancing>, req: Request<Incoming>) -> Response<Respon
                 }
                 let error = e.into_error();
                 let never_processed = never_reached_backend(&error);
-                let replayed = if never_processed && attempt < b.retry.max_attempts {
-                    replay.as_ref().and_then(ReplayControl::replay)
+                let retryable = never_processed || (idempotent && lost_before_answer(&error));
+                let retry = if retryable {
+                    retry_body(&b, replay.as_ref(), attempt)
+                        .and_then(|body| Some(retry_head.as_ref()?.request(body)))
                 } else {
                     None
                 };
-                let retry = match (replayed, &retry_head) {
-                    (Some(body), Some(head)) => {
-                        if b.budget.withdraw() {
-                            count_retry(&b, "retried");
-                            Some((body, head))
-                        } else {
-                            count_retry(&b, "budget_exhausted");
-                            None
-                        }
+                if let Some(next) = retry {
+                    tracing::debug!(balancing = b.name(), endpoint = %endpoint.addr, error = %error, attempt, "retrying a call the endpoint did not answer");
+                    if never_processed {
+                        record.not_sent();
+                    } else {
+                        // It may have reached the backend: a failure there.
+                        record.upstream_failed(code::UNAVAILABLE);
                     }
-                    _ => None,
-                };
-                if let Some((body, (method, uri, headers))) = retry {
-                    tracing::debug!(balancing = b.name(), endpoint = %endpoint.addr, error = %error, attempt, "retrying a call the endpoint did not process");
-                    record.not_sent();
-                    let mut next = Request::new(RequestBody::Replayable(body));
-                    *next.method_mut() = method.clone();
-                    *next.uri_mut() = uri.clone();
-                    *next.headers_mut() = headers.clone();
                     req = next;
                     attempt += 1;
                     avoid = Some(endpoint);
@@ -167,6 +176,60 @@ pub async fn proxy(b: Arc<Balancing>, req: Request<Incoming>) -> Response<Respon
                 );
             }
         }
+    }
+}
+
+/// The request head kept for replays: sending a request consumes it.
+struct RetryHead {
+    method: http::Method,
+    uri: http::Uri,
+    headers: http::HeaderMap,
+}
+
+impl RetryHead {
+    fn request(&self, body: ReplayBody) -> Request<RequestBody> {
+        let mut next = Request::new(RequestBody::Replayable(body));
+        *next.method_mut() = self.method.clone();
+        *next.uri_mut() = self.uri.clone();
+        *next.headers_mut() = self.headers.clone();
+        next
+    }
+}
+
+/// The body of the next attempt, when attempts, the replay buffer and the
+/// budget all allow one; counts the decision.
+fn retry_body(b: &Balancing, replay: Option<&ReplayControl>, attempt: u32) -> Option<ReplayBody> {
+    if attempt >= b.retry.max_attempts {
+        return None;
+    }
+    let replay = replay?;
+    if !replay.can_replay() {
+        b.retry_counters.inc(RetryOutcome::NotReplayable);
+        return None;
+    }
+    if !b.budget.withdraw() {
+        b.retry_counters.inc(RetryOutcome::BudgetExhausted);
+        return None;
+    }
+    match replay.replay() {
+        Some(body) => {
+            b.retry_counters.inc(RetryOutcome::Retried);
+            Some(body)
+        }
+        None => {
+            b.retry_counters.inc(RetryOutcome::NotReplayable);
+            None
+        }
+    }
+}
+
+/// The stream was reset by the endpoint, or its connection was lost, before
+/// any response: an idempotent call may be sent again. A reset the proxy
+/// made itself (the caller's body failed) is not such a loss.
+fn lost_before_answer(error: &hyper::Error) -> bool {
+    match grpc_status::h2_error(error) {
+        Some(e) => e.is_io() || e.is_go_away() || (e.is_reset() && e.is_remote()),
+        None => true,
     }
 }
 
@@ -189,28 +252,9 @@ fn unavailable(endpoint: &Endpoint, why: &str) -> ProxyError {
     }
 }
 
-fn count_retry(b: &Balancing, outcome: &str) {
-    b.metrics()
-        .retries
-        .get_or_create(&RetryLabels {
-            balancing: b.name().to_owned(),
-            outcome: outcome.to_owned(),
-        })
-        .inc();
-}
-
 /// An answer from the proxy itself, counted under endpoint "".
 fn local_answer(b: &Balancing, error: ProxyError) -> Response<ResponseBody> {
-    let status = error.code();
-    b.metrics()
-        .calls
-        .get_or_create(&crate::metrics::CallLabels {
-            balancing: b.name().to_owned(),
-            subset: String::new(),
-            endpoint: String::new(),
-            grpc_status: status.to_string(),
-        })
-        .inc();
+    b.local_calls.inc(error.code());
     tracing::debug!(balancing = b.name(), error = %error, "answering the call from the proxy");
     error.into_response()
 }

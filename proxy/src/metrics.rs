@@ -116,7 +116,7 @@ impl Metrics {
         r.register("ejections", "Outlier ejections", m.ejections.clone());
         r.register(
             "retries",
-            "Retries of calls that never reached a backend, by outcome (retried, budget_exhausted)",
+            "Retry decisions by outcome (retried, budget_exhausted, not_replayable)",
             m.retries.clone(),
         );
         r.register(
@@ -196,6 +196,91 @@ impl Drop for CallCounters {
                 self.family.remove(&self.labels(code));
             }
         }
+    }
+}
+
+/// Counters of the calls a balancing answers itself (endpoint ""), one per
+/// gRPC status, created on first use. Unlike [`CallCounters`] they are never
+/// removed: a reloaded balancing shares its series with the one it replaces.
+pub struct LocalCallCounters {
+    family: Family<CallLabels, Counter>,
+    balancing: String,
+    by_code: [OnceLock<Counter>; GRPC_CODES],
+}
+
+impl LocalCallCounters {
+    pub fn new(family: Family<CallLabels, Counter>, balancing: &str) -> Self {
+        LocalCallCounters {
+            family,
+            balancing: balancing.to_owned(),
+            by_code: Default::default(),
+        }
+    }
+
+    pub fn inc(&self, code: u32) {
+        let code = (code as usize).min(GRPC_CODES - 1);
+        self.by_code[code]
+            .get_or_init(|| {
+                self.family.get_or_create_owned(&CallLabels {
+                    balancing: self.balancing.clone(),
+                    subset: String::new(),
+                    endpoint: String::new(),
+                    grpc_status: code.to_string(),
+                })
+            })
+            .inc();
+    }
+}
+
+/// What became of a call the proxy wanted to retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryOutcome {
+    /// Sent again to another endpoint.
+    Retried,
+    /// The retry budget had no token left.
+    BudgetExhausted,
+    /// The request body no longer fit in the replay buffer.
+    NotReplayable,
+}
+
+impl RetryOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            RetryOutcome::Retried => "retried",
+            RetryOutcome::BudgetExhausted => "budget_exhausted",
+            RetryOutcome::NotReplayable => "not_replayable",
+        }
+    }
+}
+
+/// The retry counters of one balancing, created with it.
+pub struct RetryCounters {
+    retried: Counter,
+    budget_exhausted: Counter,
+    not_replayable: Counter,
+}
+
+impl RetryCounters {
+    pub fn new(family: &Family<RetryLabels, Counter>, balancing: &str) -> Self {
+        let get = |outcome: RetryOutcome| {
+            family.get_or_create_owned(&RetryLabels {
+                balancing: balancing.to_owned(),
+                outcome: outcome.as_str().to_owned(),
+            })
+        };
+        RetryCounters {
+            retried: get(RetryOutcome::Retried),
+            budget_exhausted: get(RetryOutcome::BudgetExhausted),
+            not_replayable: get(RetryOutcome::NotReplayable),
+        }
+    }
+
+    pub fn inc(&self, outcome: RetryOutcome) {
+        match outcome {
+            RetryOutcome::Retried => self.retried.inc(),
+            RetryOutcome::BudgetExhausted => self.budget_exhausted.inc(),
+            RetryOutcome::NotReplayable => self.not_replayable.inc(),
+        };
     }
 }
 

@@ -81,6 +81,11 @@ impl ReplayControl {
         })
     }
 
+    /// Whether everything sent so far is still buffered.
+    pub fn can_replay(&self) -> bool {
+        !lock(&self.shared).replay_lost
+    }
+
     /// Drops the buffer once an answer arrived: no retry will need it.
     pub fn stop_buffering(&self) {
         let mut shared = lock(&self.shared);
