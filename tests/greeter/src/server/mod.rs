@@ -47,8 +47,13 @@ pub enum BackendError {
     Serve(#[source] tonic::transport::Error),
     #[error("the greeter server task ended abnormally")]
     Task(#[source] tokio::task::JoinError),
-    #[error("the greeter server did not finish within {0:?}")]
-    ShutdownTimeout(Duration),
+    /// Calls were still in flight (or peers kept their connections open) when
+    /// the drain time was over; the backend was then stopped abruptly.
+    #[error("the greeter server did not finish within {timeout:?}")]
+    ShutdownTimeout {
+        timeout: Duration,
+        counts: CallCounts,
+    },
 }
 
 /// A greeter backend serving on a local address. Dropping it stops it at once
@@ -196,9 +201,12 @@ impl RunningBackend {
             let _ = shutdown.send(());
         }
         if let Some(task) = self.task.as_mut() {
-            let finished = tokio::time::timeout(timeout, task)
-                .await
-                .map_err(|_| BackendError::ShutdownTimeout(timeout))?;
+            let finished = tokio::time::timeout(timeout, task).await.map_err(|_| {
+                BackendError::ShutdownTimeout {
+                    timeout,
+                    counts: self.counts(),
+                }
+            })?;
             self.task = None;
             finished
                 .map_err(BackendError::Task)?
