@@ -173,8 +173,15 @@ impl Endpoint {
     /// A fresh connection: the ejection multiplier starts over.
     pub fn connected(&self, sender: SendRequest<RequestBody>) {
         self.sender.store(Some(Arc::new(sender)));
-        self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.start_over();
         self.set_state(ConnState::Ready);
+    }
+
+    /// Forgets past failures and ejections: the next ejection lasts the base
+    /// time again.
+    fn start_over(&self) {
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.ejections.store(0, Ordering::Relaxed);
     }
 
     pub fn disconnected(&self, state: ConnState) {
@@ -334,5 +341,154 @@ impl Endpoint {
         if self.ejected_until.swap(0, Ordering::AcqRel) != 0 {
             self.subset.ejected.fetch_sub(1, Ordering::AcqRel);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The ejection state machine on tokio's paused clock: `now_nanos()`
+    //! reads `tokio::time::Instant`, so `advance` moves ejections forward
+    //! without waiting.
+
+    use super::*;
+    use tokio::time::advance;
+
+    fn subset(
+        size: u32,
+        consecutive: u32,
+        base_s: u64,
+        max_s: u64,
+        percent: u32,
+    ) -> Arc<SubsetShared> {
+        let (metrics, _registry) = Metrics::new();
+        let shared = SubsetShared::new(
+            "b",
+            "s",
+            OutlierSettings {
+                consecutive_failures: consecutive,
+                base_ejection_time: Duration::from_secs(base_s),
+                max_ejection_time: Duration::from_secs(max_s),
+                max_ejection_percent: percent,
+            },
+            Arc::new(Notify::new()),
+            metrics,
+        );
+        shared.size.store(size, Ordering::Relaxed);
+        Arc::new(shared)
+    }
+
+    fn endpoint(subset: &Arc<SubsetShared>, n: u16) -> Endpoint {
+        Endpoint::new(
+            SocketAddr::from(([127, 0, 0, 1], 40000 + n)),
+            subset.clone(),
+            1e6,
+        )
+    }
+
+    fn fail(e: &Endpoint, times: u32) {
+        for _ in 0..times {
+            e.record_failure();
+        }
+    }
+
+    /// Ejected now, still ejected just before `expected` and back just after.
+    async fn assert_ejected_for(e: &Endpoint, expected: Duration) {
+        let slack = Duration::from_millis(1);
+        assert!(e.is_ejected(), "ejected at once");
+        advance(expected - slack).await;
+        assert!(e.is_ejected(), "still ejected just before {expected:?}");
+        advance(slack * 2).await;
+        assert!(!e.is_ejected(), "back just after {expected:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ejection_time_doubles_up_to_the_maximum() {
+        let s = subset(1, 3, 10, 35, 100);
+        let e = endpoint(&s, 1);
+        fail(&e, 2);
+        assert!(!e.is_ejected(), "below the threshold");
+        fail(&e, 1);
+        assert_eq!(s.ejected.load(Ordering::Relaxed), 1);
+        assert_ejected_for(&e, Duration::from_secs(10)).await;
+        assert_eq!(s.ejected.load(Ordering::Relaxed), 0, "slot released");
+
+        fail(&e, 3);
+        assert_ejected_for(&e, Duration::from_secs(20)).await;
+        // 40 s would exceed the 35 s maximum.
+        fail(&e, 3);
+        assert_ejected_for(&e, Duration::from_secs(35)).await;
+        fail(&e, 3);
+        assert_ejected_for(&e, Duration::from_secs(35)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_success_resets_the_consecutive_count() {
+        let s = subset(1, 3, 10, 300, 100);
+        let e = endpoint(&s, 1);
+        fail(&e, 2);
+        e.record_success();
+        fail(&e, 2);
+        assert!(!e.is_ejected(), "failures were not consecutive");
+        fail(&e, 1);
+        assert!(e.is_ejected());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_connection_starts_the_back_off_over() {
+        let s = subset(1, 1, 10, 300, 100);
+        let e = endpoint(&s, 1);
+        fail(&e, 1);
+        assert_ejected_for(&e, Duration::from_secs(10)).await;
+        fail(&e, 1);
+        assert_ejected_for(&e, Duration::from_secs(20)).await;
+        e.start_over();
+        fail(&e, 1);
+        assert_ejected_for(&e, Duration::from_secs(10)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ejections_stay_within_the_max_percent() {
+        let s = subset(4, 2, 10, 300, 50);
+        let eps: Vec<_> = (0..4).map(|n| endpoint(&s, n)).collect();
+        for e in &eps {
+            fail(e, 2);
+        }
+        let ejected = |eps: &[Endpoint]| eps.iter().filter(|e| e.is_ejected()).count();
+        assert_eq!(ejected(&eps), 2, "50% of 4");
+        assert_eq!(s.ejected.load(Ordering::Relaxed), 2);
+
+        // Once the first two are back, the other two may go in their place.
+        advance(Duration::from_secs(10)).await;
+        assert_eq!(ejected(&eps), 0);
+        assert_eq!(s.ejected.load(Ordering::Relaxed), 0);
+        fail(&eps[2], 2);
+        fail(&eps[3], 2);
+        fail(&eps[0], 2);
+        assert!(eps[2].is_ejected() && eps[3].is_ejected());
+        assert!(!eps[0].is_ejected(), "the cap holds");
+
+        // An endpoint leaving the set gives its slot back.
+        eps[2].release_ejection();
+        assert_eq!(s.ejected.load(Ordering::Relaxed), 1);
+        fail(&eps[0], 2);
+        assert!(eps[0].is_ejected());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_endpoint_is_never_ejected_below_one_whole_slot() {
+        // 50% of one endpoint rounds down to none.
+        let s = subset(1, 1, 10, 300, 50);
+        let e = endpoint(&s, 1);
+        fail(&e, 5);
+        assert!(!e.is_ejected());
+        assert_eq!(s.ejected.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ejection_off_never_ejects() {
+        let s = subset(1, 0, 10, 300, 100);
+        let e = endpoint(&s, 1);
+        fail(&e, 100);
+        assert!(!e.is_ejected());
     }
 }
