@@ -185,7 +185,14 @@ impl Recorder {
             .await
             .context("forwarding to the apiserver")?;
         record.status = response.status().as_u16();
+        // A server-side apply (PATCH) that creates the object is also
+        // authorized as `create`: record both.
+        let created = record.verb == "patch" && record.status == 201;
         self.write(&record);
+        if created {
+            record.verb = "create".to_owned();
+            self.write(&record);
+        }
         Ok(response)
     }
 }
