@@ -45,14 +45,10 @@ pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // Everything runs inside this one future (joined, never spawned), so
+    // dropping it stops all of it: that is what a crash looks like to the
+    // other replicas, and what the hand-over test relies on.
     let stop = CancellationToken::new();
-    tokio::spawn({
-        let stop = stop.clone();
-        async move {
-            shutdown.await;
-            stop.cancel();
-        }
-    });
     let metrics = settings.metrics.clone();
     let (leading_tx, mut leading) = watch::channel(false);
     let (reachable_tx, reachable) = watch::channel(false);
@@ -63,53 +59,57 @@ pub async fn run(
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for metrics: {e}"))?;
             tracing::info!(%local, "serving /metrics, /healthz and /readyz");
-            Some(tokio::spawn(server))
+            Some(server)
         }
         None => None,
     };
+    let server = async move {
+        if let Some(server) = server
+            && let Err(e) = server.await
+        {
+            tracing::warn!(error = %e, "metrics server failed");
+        }
+    };
 
-    let elector = tokio::spawn(
-        LeaderElector::new(client.clone(), settings.leader.clone()).run(
-            leading_tx,
-            reachable_tx,
-            stop.clone(),
-        ),
+    let shutdown_watch = {
+        let stop = stop.clone();
+        async move {
+            tokio::select! {
+                () = shutdown => stop.cancel(),
+                () = stop.cancelled() => {}
+            }
+        }
+    };
+
+    let elector = LeaderElector::new(client.clone(), settings.leader.clone()).run(
+        leading_tx,
+        reachable_tx,
+        stop.clone(),
     );
 
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => break,
-            changed = leading.wait_for(|l| *l) => if changed.is_err() { break },
+    let terms = async {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                changed = leading.wait_for(|l| *l) => if changed.is_err() { break },
+            }
+            metrics.leader.set(1);
+            let term = stop.child_token();
+            let controllers = controller::run(client.clone(), settings.clone(), term.clone());
+            let end_of_term = async {
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    _ = leading.wait_for(|l| !*l) => tracing::warn!("leadership lost; stopping the controllers"),
+                }
+                term.cancel();
+            };
+            tokio::join!(controllers, end_of_term);
+            metrics.leader.set(0);
         }
-        metrics.leader.set(1);
-        let term = stop.child_token();
-        let controllers = tokio::spawn(controller::run(
-            client.clone(),
-            settings.clone(),
-            term.clone(),
-        ));
-        tokio::select! {
-            () = stop.cancelled() => {}
-            _ = leading.wait_for(|l| !*l) => tracing::warn!("leadership lost; stopping the controllers"),
-        }
-        term.cancel();
-        if let Err(e) = controllers.await {
-            tracing::error!(error = %e, "the controllers ended abnormally");
-        }
-        metrics.leader.set(0);
-    }
+        stop.cancel();
+    };
 
-    stop.cancel();
-    if let Err(e) = elector.await {
-        tracing::error!(error = %e, "leader election ended abnormally");
-    }
+    tokio::join!(shutdown_watch, elector, terms, server);
     LeaderElector::release(client, &settings.leader).await;
-    if let Some(server) = server {
-        match server.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "metrics server failed"),
-            Err(e) => tracing::warn!(error = %e, "metrics server ended abnormally"),
-        }
-    }
     Ok(())
 }

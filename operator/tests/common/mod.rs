@@ -80,6 +80,7 @@ impl RunningOperator {
         identity: &str,
         lease_duration: Duration,
     ) -> RunningOperator {
+        grpc_balancer_operator::telemetry::init();
         let counter = ApiRequestCounter::default();
         let kubeconfig = Kubeconfig::read_from(cp.kubeconfig()).expect("kubeconfig readable");
         let config =
