@@ -6,14 +6,14 @@
 pub const PREFIX: &str = "grpcbalancer.io/";
 
 /// `"true"` asks for the proxy; any other value (or none) leaves the pod alone.
-pub const INJECT: &str = "grpcbalancer.io/sidecar.inject";
+pub const INJECT: &str = grpc_balancer_crds::annotations::INJECT;
 /// The value of [`INJECT`] that asks for injection.
 pub const INJECT_ENABLED: &str = "true";
 
 /// Set on every pod the webhook mutated; the value is the injected proxy's
 /// image tag (or digest). The operator's status lists pods that carry
 /// [`INJECT`] but not this annotation: they run without the proxy.
-pub const INJECTED: &str = "grpcbalancer.io/injected";
+pub const INJECTED: &str = grpc_balancer_crds::annotations::INJECTED;
 
 /// Per-pod overrides, each bounded by the webhook's settings.
 pub const PROXY_CPU_REQUEST: &str = "grpcbalancer.io/proxy-cpu-request";

@@ -147,7 +147,7 @@ pub struct Args {
     #[arg(long, env = "GRPC_BALANCER_PROXY_MAX_MEMORY", default_value = "1Gi")]
     pub proxy_max_memory: Quantity,
 
-    /// Log level of the proxy (`RUST_LOG`), overridable per pod.
+    /// Log level of the proxy (`GRPC_BALANCER_LOG`), overridable per pod.
     #[arg(long, env = "GRPC_BALANCER_PROXY_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
     pub proxy_log_level: LogLevel,
 

@@ -62,8 +62,13 @@ impl CertFiles {
 
 /// Serves the files' certificate from each change on, until the task ends.
 /// A half-written or broken pair keeps the previous certificate.
-pub async fn follow(dir: PathBuf, mut current: CertFiles, serving: Arc<ServingCert>) {
-    let mut tick = tokio::time::interval(POLL_INTERVAL);
+pub async fn follow(
+    dir: PathBuf,
+    mut current: CertFiles,
+    serving: Arc<ServingCert>,
+    poll_interval: Duration,
+) {
+    let mut tick = tokio::time::interval(poll_interval);
     loop {
         tick.tick().await;
         let files = match CertFiles::read(&dir).await {

@@ -182,8 +182,8 @@ impl CertSecret {
             .labels
             .get_or_insert_with(BTreeMap::new)
             .insert(
-                "app.kubernetes.io/managed-by".to_owned(),
-                "grpc-balancer".to_owned(),
+                grpc_balancer_crds::annotations::MANAGED_BY_LABEL.to_owned(),
+                grpc_balancer_crds::annotations::MANAGED_BY_VALUE.to_owned(),
             );
         let data = secret.data.get_or_insert_with(BTreeMap::new);
         data.insert(CA_KEY.to_owned(), ByteString(ca_bundle.into_bytes()));

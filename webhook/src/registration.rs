@@ -38,8 +38,8 @@ impl LocalRegistration {
         mwc.metadata.name = Some(self.configuration_name.clone());
         mwc.metadata.labels = Some(
             [(
-                "app.kubernetes.io/managed-by".to_owned(),
-                "grpc-balancer".to_owned(),
+                grpc_balancer_crds::annotations::MANAGED_BY_LABEL.to_owned(),
+                grpc_balancer_crds::annotations::MANAGED_BY_VALUE.to_owned(),
             )]
             .into(),
         );

@@ -101,7 +101,12 @@ pub async fn run_on(
             let files = wait_for_files(&dir).await?;
             let key = files.certified_key(&dir)?;
             let serving = Arc::new(ServingCert::new(key));
-            tasks.spawn(cert_files::follow(dir, files, serving.clone()));
+            tasks.spawn(cert_files::follow(
+                dir,
+                files,
+                serving.clone(),
+                cert_files::POLL_INTERVAL,
+            ));
             serving
         }
     };

@@ -31,7 +31,7 @@ impl SidecarMode {
     }
 }
 
-/// Proxy log level, passed to the proxy as `RUST_LOG`.
+/// Proxy log level, passed to the proxy as `GRPC_BALANCER_LOG`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogLevel {
     Trace,

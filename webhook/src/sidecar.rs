@@ -15,11 +15,13 @@ use crate::overrides::EffectiveProxy;
 use crate::settings::{ProxyResources, ProxySettings, SidecarMode};
 
 /// Name of the injected container.
-pub const PROXY_CONTAINER_NAME: &str = "grpc-balancer-proxy";
+pub const PROXY_CONTAINER_NAME: &str = grpc_balancer_crds::annotations::PROXY_CONTAINER_NAME;
 /// Name of the volume holding the namespace's proxy config.
 pub const CONFIG_VOLUME_NAME: &str = "grpc-balancer-proxy-config";
 /// Name of the proxy's admin port (`/live`, `/ready`, `/metrics`).
 pub const ADMIN_PORT_NAME: &str = "grpcb-admin";
+/// Environment variable the proxy reads its log filter from.
+pub const PROXY_LOG_ENV: &str = "GRPC_BALANCER_LOG";
 /// The proxy's binary, as the container's command and in its hooks.
 pub const PROXY_BINARY: &str = "grpc-balancer-proxy";
 
@@ -67,7 +69,7 @@ pub fn proxy_container(settings: &ProxySettings, proxy: &EffectiveProxy<'_>) -> 
             format!("0.0.0.0:{admin_port}"),
         ]),
         env: Some(vec![EnvVar {
-            name: "RUST_LOG".to_owned(),
+            name: PROXY_LOG_ENV.to_owned(),
             value: Some(proxy.log_level.as_str().to_owned()),
             value_from: None,
         }]),

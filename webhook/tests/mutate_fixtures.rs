@@ -492,7 +492,11 @@ fn per_pod_overrides_reach_the_proxy() {
     assert_eq!(get(&resources.limits, "cpu").as_deref(), Some("500m"));
     assert_eq!(get(&resources.requests, "memory").as_deref(), Some("32Mi"));
     assert_eq!(get(&resources.limits, "memory").as_deref(), Some("256Mi"));
-    let log = proxy.env.iter().flatten().find(|e| e.name == "RUST_LOG");
+    let log = proxy
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "GRPC_BALANCER_LOG");
     assert_eq!(log.and_then(|e| e.value.as_deref()), Some("debug"));
 }
 
