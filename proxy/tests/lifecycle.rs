@@ -77,6 +77,7 @@ async fn config_reload_under_steady_calls_fails_nothing() {
     .expect("write");
     let proxy = start(test_settings(ConfigSource::File(path.clone()))).await;
     wait_ready(&proxy, "greeter", 2).await;
+    wait_ready(&proxy, "other", 1).await;
     let greeter_addr = proxy.addr("greeter");
     let other_addr = proxy.addr("other");
 
@@ -199,8 +200,15 @@ async fn missing_config_file_is_an_empty_config_until_it_appears() {
         Duration::from_secs(5),
         "balancing started from the new file",
         || {
+            // The listener accepts before the proxy has recorded it, so wait
+            // for both.
+            let recorded = proxy
+                .running
+                .as_ref()
+                .and_then(|r| r.listener_addr("late"))
+                .is_some();
             let addr = addr.clone();
-            async move { tokio::net::TcpStream::connect(addr).await.is_ok() }
+            async move { recorded && tokio::net::TcpStream::connect(addr).await.is_ok() }
         },
     )
     .await;
