@@ -47,6 +47,9 @@ use crate::settings::Settings;
 /// net only (it writes nothing when nothing drifted).
 const RESYNC: Duration = Duration::from_secs(300);
 
+/// When a reconcile finds the stores still listing, it comes back this soon.
+const STORES_NOT_READY_RETRY: Duration = Duration::from_millis(200);
+
 /// What reconcilers share: the client, the stores and the queues.
 pub struct Context {
     pub client: Client,
@@ -68,6 +71,16 @@ impl Context {
     /// Waits until every store holds a complete first listing. Reconciling
     /// earlier would judge from a partial view (e.g. "no Service yet") and
     /// write things that are already there.
+    /// Whether every store holds a complete first listing, without waiting.
+    pub fn is_ready(&self) -> bool {
+        use futures::FutureExt as _;
+        self.balancings.wait_until_ready().now_or_never().is_some()
+            && self.services.wait_until_ready().now_or_never().is_some()
+            && self.slices.wait_until_ready().now_or_never().is_some()
+            && self.pods.wait_until_ready().now_or_never().is_some()
+            && self.config_maps.wait_until_ready().now_or_never().is_some()
+    }
+
     pub async fn wait_ready(&self) {
         // An Err means the writer is gone: the operator is shutting down and
         // the controller stops on its own.
@@ -309,7 +322,11 @@ fn pods_without_proxy(ctx: &Context, namespace: &str) -> Vec<String> {
 
 /// Brings one balancing's Services and status in line with its spec.
 pub async fn reconcile(gb: Arc<GrpcBalancing>, ctx: Arc<Context>) -> Result<Action> {
-    ctx.wait_ready().await;
+    // Not awaited: the stores fill from the controller's own trigger
+    // streams, which a reconcile parked here could keep from being polled.
+    if !ctx.is_ready() {
+        return Ok(Action::requeue(STORES_NOT_READY_RETRY));
+    }
     let started = Instant::now();
     let result = reconcile_inner(&gb, &ctx).await;
     ctx.metrics.observe(

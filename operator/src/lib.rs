@@ -26,6 +26,10 @@ pub use settings::{OperatorArgs, Settings};
 use crate::leader::LeaderElector;
 use crate::metrics::{ApiRequestCounter, CountApiRequests};
 
+/// How long reconciles in flight may run on after the controllers are told
+/// to stop.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A client whose requests are counted by `counter`.
 pub fn client_with_counter(
     config: kube::Config,
@@ -103,7 +107,17 @@ pub async fn run(
                 }
                 term.cancel();
             };
-            tokio::join!(controllers, end_of_term);
+            let mut controllers = std::pin::pin!(controllers);
+            tokio::select! {
+                () = &mut controllers => {}
+                () = end_of_term => {
+                    // Reconciles in flight get a grace period; a stuck one
+                    // must not keep the process (and the Lease) hanging.
+                    if tokio::time::timeout(SHUTDOWN_GRACE, &mut controllers).await.is_err() {
+                        tracing::warn!(grace = ?SHUTDOWN_GRACE, "controllers did not stop within the grace period; dropping them");
+                    }
+                }
+            }
             metrics.leader.set(0);
         }
         stop.cancel();
