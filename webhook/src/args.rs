@@ -156,7 +156,8 @@ pub struct Args {
     #[arg(long, env = "GRPC_BALANCER_PROXY_DRAIN_DELAY", default_value = "5s", value_parser = humantime::parse_duration)]
     pub proxy_drain_delay: Duration,
 
-    /// Legacy sidecar mode: how long the app's start waits for the proxy's `/ready`.
+    /// How long the proxy may take to become ready: the native sidecar's
+    /// startup-probe allowance, or the legacy `postStart` wait.
     #[arg(long, env = "GRPC_BALANCER_PROXY_READY_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
     pub proxy_ready_timeout: Duration,
 }

@@ -37,6 +37,15 @@ struct RunningWebhook {
 
 impl RunningWebhook {
     async fn start(client: &Client, ns: &TestNamespace, failure_policy: &str) -> RunningWebhook {
+        Self::start_with(client, ns, failure_policy, "auto").await
+    }
+
+    async fn start_with(
+        client: &Client,
+        ns: &TestNamespace,
+        failure_policy: &str,
+        sidecar_mode: &str,
+    ) -> RunningWebhook {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a loopback port");
@@ -54,7 +63,7 @@ impl RunningWebhook {
             ),
             format!("--webhook-failure-policy={failure_policy}"),
             "--webhook-timeout-seconds=5".to_owned(),
-            "--sidecar-mode=auto".to_owned(),
+            format!("--sidecar-mode={sidecar_mode}"),
         ];
         let args: Args = StandaloneArgs::try_parse_from(argv)
             .expect("flags parse")
@@ -163,13 +172,15 @@ async fn wait_until_injecting(pods: &Api<Pod>, restricted: bool) {
     .await;
 }
 
+const GREETER_CONFIG: &str = "balancings:\n- name: greeter\n  listen: 127.0.0.1:15001\n  subsets:\n  - name: all\n    discovery: { static: [127.0.0.3:50051] }\n";
+
 async fn write_proxy_config(ns: &TestNamespace) {
     let cm: ConfigMap = serde_json::from_value(json!({
         "metadata": {
             "name": CONFIG_MAP_NAME,
             "labels": { "app.kubernetes.io/managed-by": "grpc-balancer" }
         },
-        "data": { CONFIG_MAP_KEY: "balancings:\n- name: greeter\n  listen: 127.0.0.1:15001\n  subsets:\n  - name: all\n    discovery: { static: [127.0.0.3:50051] }\n" }
+        "data": { CONFIG_MAP_KEY: GREETER_CONFIG }
     }))
     .expect("a ConfigMap");
     ns.api::<ConfigMap>()
@@ -225,6 +236,49 @@ async fn annotated_pods_get_the_proxy_and_others_are_untouched() {
                 .any(|v| v.name == "grpc-balancer-proxy-config")
         );
     }
+
+    // A balancing added later reaches pods created from then on (the watch,
+    // not only the first list, feeds the cache).
+    let second = format!(
+        "{}- name: orders.v2\n  listen: 127.0.0.1:15002\n  subsets:\n  - name: all\n    discovery: {{ static: [127.0.0.4:50051] }}\n",
+        GREETER_CONFIG
+    );
+    let patch = json!({ "data": { CONFIG_MAP_KEY: second } });
+    ns.api::<ConfigMap>()
+        .patch(
+            CONFIG_MAP_NAME,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .expect("updating the proxy ConfigMap");
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    poll_until(
+        "the new balancing's env var in injected pods",
+        TIMEOUT,
+        || async {
+            let p = pods
+                .create(&dry_run, &pod("later", true, false))
+                .await
+                .map_err(|e| e.to_string())?;
+            let env = p
+                .spec
+                .and_then(|s| s.containers[0].env.clone())
+                .unwrap_or_default();
+            if env.iter().any(|e| {
+                e.name == "GRPC_BALANCER_ORDERS_V2_ADDR"
+                    && e.value.as_deref() == Some("127.0.0.1:15002")
+            }) {
+                Ok(())
+            } else {
+                Err(format!("env so far: {env:?}"))
+            }
+        },
+    )
+    .await;
 
     let plain = pod("plain", false, false);
     let created = pods
@@ -437,4 +491,47 @@ async fn replicas_racing_on_a_missing_secret_agree_on_one_certificate() {
     );
     let stored = ns.api::<Secret>().get("raced").await.expect("one Secret");
     assert_eq!(stored.type_.as_deref(), Some("kubernetes.io/tls"));
+}
+
+#[tokio::test]
+async fn legacy_mode_puts_the_proxy_first_among_the_containers() {
+    let cp = ControlPlane::shared().await;
+    let client = cp.client().await;
+    let ns = namespace(
+        &client,
+        "webhook-legacy",
+        &[("pod-security.kubernetes.io/enforce", "restricted")],
+    )
+    .await;
+    let mut webhook = RunningWebhook::start_with(&client, &ns, "Fail", "legacy").await;
+    let pods: Api<Pod> = ns.api();
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    poll_until("the apiserver to call the webhook", TIMEOUT, || async {
+        let p = pods
+            .create(&dry_run, &pod("probe", true, true))
+            .await
+            .map_err(|e| e.to_string())?;
+        let spec = p.spec.ok_or("no spec")?;
+        if spec.containers.len() == 2 {
+            Ok(spec)
+        } else {
+            Err("not injected yet".to_owned())
+        }
+    })
+    .await;
+    let admitted = pods
+        .create(&PostParams::default(), &pod("old-style", true, true))
+        .await
+        .expect("admitted under Pod Security restricted");
+    let spec = admitted.spec.expect("a spec");
+    assert_eq!(spec.containers[0].name, "grpc-balancer-proxy");
+    assert_eq!(spec.containers[1].name, "app");
+    assert!(spec.init_containers.is_none());
+    let lifecycle = spec.containers[0].lifecycle.as_ref().expect("hooks");
+    assert!(lifecycle.post_start.is_some() && lifecycle.pre_stop.is_some());
+    webhook.stop().await;
+    webhook.unregister(&client).await;
 }
