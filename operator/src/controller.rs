@@ -26,7 +26,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
-use kube::runtime::controller::Action;
+use kube::runtime::controller::{self, Action};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt as _, watcher};
@@ -38,14 +38,21 @@ use crate::dirty::DirtySet;
 use crate::error::{Error, Result};
 use crate::metrics::{GRPC_BALANCING_CONTROLLER, Metrics};
 use crate::names::{CONTROLLER_NAME, FIELD_MANAGER, managed_by_selector};
+use crate::recent_writes::RecentWrites;
 use crate::render::{
     EndpointIndex, NamespaceView, desired_services, desired_status, service_needs_apply,
 };
 use crate::settings::Settings;
+use crate::trim;
 
 /// How often every balancing is re-checked even without a change: a safety
 /// net only (it writes nothing when nothing drifted).
 const RESYNC: Duration = Duration::from_secs(300);
+
+/// Reconciles in flight at once. Each one reads a namespace-wide view; a
+/// burst of thousands of changes must not hold thousands of them at once,
+/// and the API server serves a few dozen concurrent writes no slower.
+const RECONCILE_CONCURRENCY: u16 = 64;
 
 /// When a reconcile finds the stores still listing, it comes back this soon.
 const STORES_NOT_READY_RETRY: Duration = Duration::from_millis(200);
@@ -63,15 +70,52 @@ pub struct Context {
     pub config_maps: Store<ConfigMap>,
     /// Namespaces whose ConfigMap must be re-rendered.
     pub config_dirty: Arc<DirtySet<String>>,
+    /// Status writes the balancing store may not show yet.
+    pub statuses_written: RecentWrites<ObjectRef<GrpcBalancing>, GrpcBalancingStatus>,
+    /// Service applies the Service store may not show yet.
+    pub services_written: RecentWrites<ObjectRef<Service>, Service>,
     /// Consecutive failures per balancing, for the error back-off.
     failures: Mutex<HashMap<ObjectRef<GrpcBalancing>, u32>>,
 }
 
+/// The reflector stores a [`Context`] reads.
+pub struct Stores {
+    pub balancings: Store<GrpcBalancing>,
+    pub services: Store<Service>,
+    pub slices: Store<EndpointSlice>,
+    pub pods: Store<PartialObjectMeta<Pod>>,
+    pub config_maps: Store<ConfigMap>,
+}
+
 impl Context {
-    /// Waits until every store holds a complete first listing. Reconciling
-    /// earlier would judge from a partial view (e.g. "no Service yet") and
-    /// write things that are already there.
+    pub fn new(
+        client: Client,
+        cluster_domain: String,
+        metrics: Arc<Metrics>,
+        recorder: Recorder,
+        stores: Stores,
+        config_dirty: Arc<DirtySet<String>>,
+    ) -> Context {
+        Context {
+            client,
+            cluster_domain,
+            metrics,
+            recorder,
+            balancings: stores.balancings,
+            services: stores.services,
+            slices: stores.slices,
+            pods: stores.pods,
+            config_maps: stores.config_maps,
+            config_dirty,
+            statuses_written: RecentWrites::default(),
+            services_written: RecentWrites::default(),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// Whether every store holds a complete first listing, without waiting.
+    /// Reconciling earlier would judge from a partial view (e.g. "no Service
+    /// yet") and write things that are already there.
     pub fn is_ready(&self) -> bool {
         use futures::FutureExt as _;
         self.balancings.wait_until_ready().now_or_never().is_some()
@@ -98,6 +142,19 @@ impl Context {
             .into_iter()
             .filter(|gb| gb.metadata.namespace.as_deref() == Some(namespace))
             .collect()
+    }
+
+    /// The EndpointSlice summary of one balancing's Services (their slices
+    /// carry the Services' labels).
+    pub fn endpoints_of(&self, namespace: &str, balancing: &str) -> EndpointIndex {
+        let slices = self.slices.state();
+        EndpointIndex::new(
+            namespace,
+            slices
+                .iter()
+                .filter(|s| s.labels().get(BALANCING_LABEL).map(String::as_str) == Some(balancing))
+                .map(|s| s.as_ref()),
+        )
     }
 
     /// The EndpointSlice summary of one namespace.
@@ -136,10 +193,12 @@ pub async fn run(client: Client, settings: Settings, stop: CancellationToken) {
             watcher::Config::default(),
         )
         .default_backoff()
+        .modify(trim::balancing)
         .reflect(gb_writer)
         .touched_objects(),
         services: watcher(scoped_api::<Service>(&client, ns), managed.clone())
             .default_backoff()
+            .modify(trim::service)
             .reflect(svc_writer)
             .touched_objects(),
         slices: watcher(
@@ -147,6 +206,7 @@ pub async fn run(client: Client, settings: Settings, stop: CancellationToken) {
             watcher::Config::default().labels(BALANCING_LABEL),
         )
         .default_backoff()
+        .modify(trim::endpoint_slice)
         .reflect(slice_writer)
         .touched_objects(),
         // Metadata only: annotations are all it needs, at a fraction of the size.
@@ -155,6 +215,7 @@ pub async fn run(client: Client, settings: Settings, stop: CancellationToken) {
             watcher::Config::default(),
         )
         .default_backoff()
+        .modify(trim::pod)
         .reflect(pod_writer)
         .touched_objects(),
         config_maps: watcher(
@@ -165,6 +226,7 @@ pub async fn run(client: Client, settings: Settings, stop: CancellationToken) {
             )),
         )
         .default_backoff()
+        .modify(trim::config_map)
         .reflect(cm_writer)
         .touched_objects(),
     };
@@ -176,19 +238,20 @@ pub async fn run(client: Client, settings: Settings, stop: CancellationToken) {
             instance: Some(settings.leader.identity.clone()),
         },
     );
-    let ctx = Arc::new(Context {
+    let ctx = Arc::new(Context::new(
         client,
-        cluster_domain: settings.cluster_domain.clone(),
-        metrics: settings.metrics.clone(),
+        settings.cluster_domain.clone(),
+        settings.metrics.clone(),
         recorder,
-        balancings: gb_store.clone(),
-        services: svc_store,
-        slices: slice_store,
-        pods: pod_store,
-        config_maps: cm_store,
-        config_dirty: config_dirty.clone(),
-        failures: Mutex::new(HashMap::new()),
-    });
+        Stores {
+            balancings: gb_store.clone(),
+            services: svc_store,
+            slices: slice_store,
+            pods: pod_store,
+            config_maps: cm_store,
+        },
+        config_dirty.clone(),
+    ));
 
     let balancings = watches.balancings.inspect({
         let dirty = config_dirty.clone();
@@ -238,6 +301,7 @@ pub async fn run(client: Client, settings: Settings, stop: CancellationToken) {
     };
 
     let controller = Controller::for_stream(balancings, gb_store)
+        .with_config(controller::Config::default().concurrency(RECONCILE_CONCURRENCY))
         .owns_stream(watches.services)
         .watches_stream(slices, |slice: EndpointSlice| {
             let name = slice.labels().get(BALANCING_LABEL).cloned();
@@ -361,24 +425,42 @@ async fn reconcile_inner(gb: &GrpcBalancing, ctx: &Context) -> Result<Action> {
 
     let service_names = apply_services(gb, ns, name, ctx).await?;
 
-    let balancings = ctx.balancings_in(ns);
-    let endpoints = ctx.endpoints_in(ns);
-    let view = NamespaceView::new(
-        balancings.iter().map(|b| b.as_ref()),
-        &endpoints,
-        &ctx.cluster_domain,
-    );
-    let evaluation = view.evaluate(gb);
-    let now = now_in_seconds();
-    let status = desired_status(
-        gb,
-        &evaluation,
-        service_names,
-        pods_without_proxy(ctx, ns),
-        now,
-    );
-    if gb.status.as_ref() != Some(&status) {
-        write_status(gb, ns, name, &status, ctx).await?;
+    // The status as stored: the store's copy, unless this operator wrote a
+    // newer one the store has not shown yet.
+    let key = ObjectRef::from_obj(gb);
+    let stored = ctx
+        .statuses_written
+        .not_yet_cached(&key, gb.metadata.resource_version.as_deref())
+        .or_else(|| gb.status.clone());
+    // A block of its own: the namespace view is as large as the namespace
+    // and must not be held across the write below by every reconcile in
+    // flight.
+    let status = {
+        // Only what this balancing's evaluation reads: the balancings that
+        // contend for its listener port and the slices of its Services.
+        let balancings: Vec<_> = ctx
+            .balancings_in(ns)
+            .into_iter()
+            .filter(|b| b.spec.listener_port == gb.spec.listener_port)
+            .collect();
+        let endpoints = ctx.endpoints_of(ns, name);
+        let view = NamespaceView::new(
+            balancings.iter().map(|b| b.as_ref()),
+            &endpoints,
+            &ctx.cluster_domain,
+        );
+        let evaluation = view.evaluate(gb);
+        desired_status(
+            gb,
+            stored.as_ref(),
+            &evaluation,
+            service_names,
+            pods_without_proxy(ctx, ns),
+            now_in_seconds(),
+        )
+    };
+    if stored.as_ref() != Some(&status) {
+        write_status(gb, key, stored.as_ref(), &status, ctx).await?;
     }
     Ok(Action::requeue(RESYNC))
 }
@@ -400,11 +482,21 @@ async fn apply_services(
     let mut names = Vec::with_capacity(desired.len());
     for svc in &desired {
         let svc_name = svc.metadata.name.clone().unwrap_or_default();
-        let existing = ctx.services.get(&ObjectRef::new(&svc_name).within(ns));
-        if existing
+        let key = ObjectRef::new(&svc_name).within(ns);
+        let cached = ctx.services.get(&key);
+        let cached_version = cached
+            .as_ref()
+            .and_then(|c| c.metadata.resource_version.as_deref());
+        let current = ctx
+            .services_written
+            .not_yet_cached(&key, cached_version)
+            .map(Arc::new)
+            .or_else(|| cached.clone());
+        if current
             .as_deref()
             .is_none_or(|e| service_needs_apply(e, svc))
         {
+            ctx.services_written.forget(&key);
             api.patch(
                 &svc_name,
                 &PatchParams::apply(FIELD_MANAGER).force(),
@@ -415,6 +507,8 @@ async fn apply_services(
                 name: svc_name.clone(),
                 source,
             })?;
+            ctx.services_written
+                .record(key, cached_version, svc.clone());
             tracing::info!(namespace = ns, balancing = name, service = %svc_name, "applied headless Service");
         }
         names.push(svc_name);
@@ -457,17 +551,34 @@ async fn apply_services(
 
 async fn write_status(
     gb: &GrpcBalancing,
-    ns: &str,
-    name: &str,
+    key: ObjectRef<GrpcBalancing>,
+    stored: Option<&GrpcBalancingStatus>,
     status: &GrpcBalancingStatus,
     ctx: &Context,
 ) -> Result<()> {
+    let ns = key.namespace.clone().unwrap_or_default();
+    let ns = ns.as_str();
+    let name = key.name.clone();
+    let name = name.as_str();
+    let before = ready_reason(stored);
+    let after = ready_reason(Some(status));
+    tracing::debug!(
+        namespace = ns,
+        balancing = name,
+        from = before.unwrap_or("-"),
+        to = after.unwrap_or("-"),
+        resource_version = gb.metadata.resource_version.as_deref().unwrap_or("-"),
+        "writing the status"
+    );
     let api: Api<GrpcBalancing> = Api::namespaced(ctx.client.clone(), ns);
     let patch = json!({
         "apiVersion": GrpcBalancing::api_version(&()),
         "kind": GrpcBalancing::kind(&()),
         "status": status,
     });
+    // Forgotten first: if the write fails, the next reconcile must judge
+    // from the store again.
+    ctx.statuses_written.forget(&key);
     api.patch_status(
         name,
         &PatchParams::apply(FIELD_MANAGER).force(),
@@ -475,8 +586,8 @@ async fn write_status(
     )
     .await
     .map_err(Error::PatchStatus)?;
-    let before = ready_reason(gb.status.as_ref());
-    let after = ready_reason(Some(status));
+    ctx.statuses_written
+        .record(key, gb.metadata.resource_version.as_deref(), status.clone());
     if before != after
         && let Some(condition) = status
             .conditions

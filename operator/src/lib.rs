@@ -13,9 +13,11 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod names;
+pub mod recent_writes;
 pub mod render;
 pub mod settings;
 pub mod telemetry;
+pub mod trim;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;

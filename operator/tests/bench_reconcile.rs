@@ -102,15 +102,35 @@ async fn converge_one_thousand_balancings() {
         peak_rss_kib().unwrap_or(0),
         rss_before.unwrap_or(0)
     );
+    // Nothing changes a balancing's inputs after it is created: one Service
+    // apply and one status write each, no more.
+    let count_of = |verb: &str, resource: &str| {
+        requests
+            .iter()
+            .filter(|(l, _)| l.verb == verb && l.resource == resource)
+            .map(|(_, n)| *n)
+            .sum::<u64>()
+    };
+    assert_eq!(
+        count_of("patch", "grpcbalancings/status"),
+        COUNT as u64,
+        "one status write per balancing"
+    );
+    assert_eq!(
+        count_of("patch", "services"),
+        COUNT as u64,
+        "one Service apply per balancing"
+    );
     // Steady state: nothing more to write.
     let writes = op.writes();
     let reconciles = op.reconciles(grpc_balancer_operator::metrics::GRPC_BALANCING_CONTROLLER);
     tokio::time::sleep(Duration::from_secs(5)).await;
+    let late_writes = op.writes() - writes;
     println!(
-        "writes in the 5 s after converging: {} (reconciles {} -> {})",
-        op.writes() - writes,
+        "writes in the 5 s after converging: {late_writes} (reconciles {} -> {})",
         reconciles,
         op.reconciles(grpc_balancer_operator::metrics::GRPC_BALANCING_CONTROLLER)
     );
+    assert_eq!(late_writes, 0, "a converged namespace makes no writes");
     op.shutdown().await;
 }

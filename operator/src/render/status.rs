@@ -59,9 +59,12 @@ fn port_text(gb: &GrpcBalancing) -> String {
 }
 
 /// The status to store. `lastTransitionTime` is kept from the stored
-/// condition unless the condition's status changes; `now` is used then.
+/// condition (`stored`: what the object says now, which the caller may know
+/// better than `gb.status`) unless the condition's status changes; `now` is
+/// used then.
 pub fn desired_status(
     gb: &GrpcBalancing,
+    stored: Option<&GrpcBalancingStatus>,
     eval: &Evaluation,
     services: Vec<String>,
     mut pods_without_proxy: Vec<String>,
@@ -69,10 +72,7 @@ pub fn desired_status(
 ) -> GrpcBalancingStatus {
     let (reason, message) = ready_reason(gb, eval);
     let status = if reason.is_ready() { "True" } else { "False" };
-    let previous = gb
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == READY_CONDITION));
+    let previous = stored.and_then(|s| s.conditions.iter().find(|c| c.type_ == READY_CONDITION));
     let last_transition_time = match previous {
         Some(p) if p.status == status => p.last_transition_time.clone(),
         _ => now,

@@ -216,7 +216,14 @@ fn named_ports_are_resolved_from_endpoint_slices() {
         }
         other => panic!("expected a partial render, got {other:?}"),
     }
-    let status = desired_status(&gb, &eval, vec![], vec![], time("2026-01-01T00:00:00Z"));
+    let status = desired_status(
+        &gb,
+        gb.status.as_ref(),
+        &eval,
+        vec![],
+        vec![],
+        time("2026-01-01T00:00:00Z"),
+    );
     assert_eq!(status.conditions[0].reason, "PortUnresolved");
     assert_eq!(status.subsets[0].port, Some(8443));
     assert_eq!(status.subsets[1].port, None);
@@ -264,7 +271,14 @@ fn status_is_ready_once_every_weighted_subset_has_endpoints() {
     let only_v1 = [slice("demo", "grpcb-greeter-v1", 50051, 3, 0)];
     let index = EndpointIndex::new("demo", &only_v1);
     let eval = NamespaceView::new([&gb], &index, DOMAIN).evaluate(&gb);
-    let status = desired_status(&gb, &eval, services.clone(), vec![], t0.clone());
+    let status = desired_status(
+        &gb,
+        gb.status.as_ref(),
+        &eval,
+        services.clone(),
+        vec![],
+        t0.clone(),
+    );
     let ready = &status.conditions[0];
     assert_eq!(
         (
@@ -289,7 +303,14 @@ fn status_is_ready_once_every_weighted_subset_has_endpoints() {
     let eval = NamespaceView::new([&gb], &index, DOMAIN).evaluate(&gb);
     gb.status = Some(status);
     let pods = vec!["b".to_owned(), "a".to_owned(), "a".to_owned()];
-    let status = desired_status(&gb, &eval, services.clone(), pods, t1.clone());
+    let status = desired_status(
+        &gb,
+        gb.status.as_ref(),
+        &eval,
+        services.clone(),
+        pods,
+        t1.clone(),
+    );
     assert_eq!(status.conditions[0].status, "True");
     assert_eq!(status.conditions[0].reason, "Reconciled");
     assert_eq!(status.conditions[0].last_transition_time, t1);
@@ -302,6 +323,7 @@ fn status_is_ready_once_every_weighted_subset_has_endpoints() {
     gb.status = Some(status.clone());
     let again = desired_status(
         &gb,
+        gb.status.as_ref(),
         &eval,
         services,
         vec!["a".into(), "b".into()],
@@ -317,7 +339,14 @@ fn a_drained_subset_without_endpoints_does_not_block_ready() {
     let slices = [slice("demo", "grpcb-greeter-v1", 50051, 1, 0)];
     let index = EndpointIndex::new("demo", &slices);
     let eval = NamespaceView::new([&gb], &index, DOMAIN).evaluate(&gb);
-    let status = desired_status(&gb, &eval, vec![], vec![], time("2026-01-01T00:00:00Z"));
+    let status = desired_status(
+        &gb,
+        gb.status.as_ref(),
+        &eval,
+        vec![],
+        vec![],
+        time("2026-01-01T00:00:00Z"),
+    );
     assert_eq!(
         status.conditions[0].reason,
         ConditionReason::Reconciled.as_str()
