@@ -10,14 +10,14 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::balancing::Balancing;
+use crate::balancing::{Balancing, Pick};
 use crate::endpoint::Endpoint;
 use crate::grpc_status::{self, ProxyError, code};
 use crate::metrics::RetryOutcome;
 use crate::resilience::deadline;
 use crate::transport::body::{CallRecord, RequestBody, ResponseBody};
 use crate::transport::replay::{ReplayBody, ReplayControl};
-use crate::util::now_nanos;
+use crate::util::nanos_at;
 
 /// Re-dispatches of a request a connection handed back unsent (it was
 /// closing); these cost nothing, but must not loop forever.
@@ -26,14 +26,17 @@ const MAX_REDISPATCH: u32 = 8;
 static GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
 
 pub async fn proxy(b: Arc<Balancing>, req: Request<Incoming>) -> Response<ResponseBody> {
-    let accepted_at = now_nanos();
     let started = Instant::now();
+    let accepted_at = nanos_at(started);
     let caller_timeout = req.headers().get(&GRPC_TIMEOUT).and_then(deadline::parse);
     let timeout = match (b.timeout, caller_timeout) {
         (Some(a), Some(c)) => Some(a.min(c)),
         (a, c) => a.or(c),
     };
     let deadline_at = timeout.map(|t| started + t);
+    // One timer per call, shared by the wait for the response head and the
+    // response body.
+    let mut deadline = deadline_at.map(|at| Box::pin(tokio::time::sleep_until(at)));
     let hash = b.hash_key(req.headers());
 
     let (mut parts, body) = req.into_parts();
@@ -65,9 +68,16 @@ pub async fn proxy(b: Arc<Balancing>, req: Request<Incoming>) -> Response<Respon
     let mut redispatched = 0;
     let mut avoid: Option<Arc<Endpoint>> = None;
     loop {
-        let endpoint = match b.pick_or_wait(hash, avoid.as_ref(), deadline_at).await {
-            Ok(e) => e,
-            Err(e) => return local_answer(&b, e),
+        // The wait for a ready endpoint is boxed so its state does not
+        // weigh on every call's future, which is moved into a task.
+        let endpoint = match b.pick(hash, avoid.as_ref()) {
+            Pick::Ready(e) => e,
+            Pick::NotReady | Pick::NoEndpoints => {
+                match Box::pin(b.pick_or_wait(hash, avoid.as_ref(), deadline_at)).await {
+                    Ok(e) => e,
+                    Err(e) => return local_answer(&b, e),
+                }
+            }
         };
         let Some(mut sender) = endpoint.sender() else {
             // Lost its connection between the pick and now.
@@ -80,10 +90,11 @@ pub async fn proxy(b: Arc<Balancing>, req: Request<Incoming>) -> Response<Respon
         };
         let mut record = CallRecord::start(endpoint.clone(), accepted_at);
         let sent = sender.try_send_request(req);
-        let result = match deadline_at {
-            Some(at) => match tokio::time::timeout_at(at, sent).await {
-                Ok(r) => r,
-                Err(_) => {
+        let result = match &mut deadline {
+            Some(sleep) => tokio::select! {
+                biased;
+                r = sent => r,
+                () = sleep.as_mut() => {
                     // Counted on the endpoint by the record, not again here.
                     record.set_status(code::DEADLINE_EXCEEDED);
                     return ProxyError::DeadlineExceeded {
@@ -119,12 +130,9 @@ pub async fn proxy(b: Arc<Balancing>, req: Request<Incoming>) -> Response<Respon
                     r.stop_buffering();
                 }
                 let (head, body) = response.into_parts();
-                let deadline = deadline_at.map(|at| {
-                    (
-                        Box::pin(tokio::time::sleep_until(at)),
-                        timeout.unwrap_or(Duration::ZERO),
-                    )
-                });
+                let deadline = deadline
+                    .take()
+                    .map(|sleep| (sleep, timeout.unwrap_or(Duration::ZERO)));
                 let body = ResponseBody::upstream(body, record, &head.headers, deadline);
                 return Response::from_parts(head, body);
             }

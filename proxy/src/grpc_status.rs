@@ -7,7 +7,11 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
+
+// Pre-parsed names: a `&str` key is parsed and validated on every lookup.
+static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 
 use crate::transport::body::ResponseBody;
 
@@ -109,9 +113,9 @@ pub fn trailers(code: u32, message: &str) -> HeaderMap {
 }
 
 fn put_status(headers: &mut HeaderMap, code: u32, message: &str) {
-    headers.insert("grpc-status", HeaderValue::from(code));
+    headers.insert(&GRPC_STATUS, HeaderValue::from(code));
     if let Ok(v) = HeaderValue::from_str(&percent_encode(message)) {
-        headers.insert("grpc-message", v);
+        headers.insert(&GRPC_MESSAGE, v);
     }
 }
 
@@ -130,7 +134,7 @@ fn percent_encode(message: &str) -> String {
 
 /// Reads `grpc-status` from headers or trailers.
 pub fn status_of(headers: &HeaderMap) -> Option<u32> {
-    let v = headers.get("grpc-status")?.as_bytes();
+    let v = headers.get(&GRPC_STATUS)?.as_bytes();
     if v.is_empty() || v.len() > 3 {
         return None;
     }

@@ -11,8 +11,14 @@ static EPOCH: OnceLock<Instant> = OnceLock::new();
 /// Nanoseconds since the first call in this process, on tokio's clock.
 /// Fits timestamps in an `AtomicU64`; never returns 0 so 0 can mean "unset".
 pub fn now_nanos() -> u64 {
-    let epoch = *EPOCH.get_or_init(Instant::now);
-    let nanos = Instant::now().saturating_duration_since(epoch).as_nanos();
+    nanos_at(Instant::now())
+}
+
+/// `t` as [`now_nanos`] would have returned it then, for a caller that
+/// already read the clock.
+pub fn nanos_at(t: Instant) -> u64 {
+    let epoch = *EPOCH.get_or_init(|| t);
+    let nanos = t.saturating_duration_since(epoch).as_nanos();
     u64::try_from(nanos).unwrap_or(u64::MAX).max(1)
 }
 
