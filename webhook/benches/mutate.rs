@@ -41,6 +41,7 @@ use tower::ServiceExt;
 
 const WARMUP: usize = 200;
 const ROUNDS: usize = 5_000;
+const TARGET: Duration = Duration::from_millis(2);
 
 fn balancings() -> Vec<LocalBalancing> {
     (0..8)
@@ -105,13 +106,18 @@ fn stop(started: Instant) -> Duration {
 fn report(layer: &str, mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+    // The kernel preempts in 4 ms ticks: on a loaded machine, a review that
+    // loses its CPU once shows up as ~4 ms. Counting them tells contention
+    // apart from slowness.
+    let over_target = samples.iter().filter(|d| **d > TARGET).count();
     println!(
-        "{layer:<8} n={:<5} p50={:>8.1?} p90={:>8.1?} p99={:>8.1?} max={:>8.1?}",
+        "{layer:<8} n={:<5} p50={:>8.1?} p90={:>8.1?} p99={:>8.1?} max={:>8.1?} over 2 ms: {over_target} ({:.2}%)",
         samples.len(),
         at(0.50),
         at(0.90),
         at(0.99),
-        samples[samples.len() - 1]
+        samples[samples.len() - 1],
+        100.0 * over_target as f64 / samples.len() as f64
     );
     at(0.99)
 }
@@ -259,11 +265,10 @@ fn main() {
             bench_https(reviewer, &body).await,
         )
     });
-    let target = Duration::from_millis(2);
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("load average during the run: {}", load.trim());
     for (layer, p99) in [("handler", handler_p99), ("https", https_p99)] {
-        let verdict = if p99 < target { "meets" } else { "misses" };
+        let verdict = if p99 < TARGET { "meets" } else { "misses" };
         println!("{layer}: p99 {p99:.1?} {verdict} the 2 ms target");
     }
 }

@@ -11,7 +11,7 @@ use kube::core::admission::{
 use kube::core::{DynamicObject, GroupVersionKind, Status, TypeMeta};
 use serde::Deserialize;
 
-use crate::mutate::{InjectionContext, mutate};
+use crate::mutate::{InjectionContext, mutate, wants_injection};
 use crate::proxy_configs::ProxyConfigs;
 use crate::settings::ProxySettings;
 
@@ -97,7 +97,12 @@ impl Reviewer {
         };
         match mutate(pod, &ctx) {
             Ok(None) => {
-                tracing::info!(%namespace, %name, uid = %request.uid, decision = "allowed", reason = "no injection asked or already injected", "admission review");
+                let reason = if wants_injection(pod) {
+                    "already injected"
+                } else {
+                    "no injection asked"
+                };
+                tracing::info!(%namespace, %name, uid = %request.uid, decision = "allowed", reason, "admission review");
                 allowed().into_review()
             }
             Ok(Some(patch)) => match allowed().with_patch(patch) {
