@@ -44,6 +44,7 @@ use crate::render::{
 };
 use crate::settings::Settings;
 use crate::trim;
+use crate::until_stopped::until_stopped;
 
 /// How often every balancing is re-checked even without a change: a safety
 /// net only (it writes nothing when nothing drifted).
@@ -209,7 +210,8 @@ pub async fn run(client: Client, settings: Settings, stop: CancellationToken) {
         .modify(trim::endpoint_slice)
         .reflect(slice_writer)
         .touched_objects(),
-        // Metadata only: annotations are all it needs, at a fraction of the size.
+        // Metadata only: `Api<PartialObjectMeta<_>>` asks the API server for
+        // metadata alone (no spec or status); the annotations are all it needs.
         pods: watcher(
             scoped_api::<PartialObjectMeta<Pod>>(&client, ns),
             watcher::Config::default(),
@@ -253,7 +255,7 @@ pub async fn run(client: Client, settings: Settings, stop: CancellationToken) {
         config_dirty.clone(),
     ));
 
-    let balancings = watches.balancings.inspect({
+    let balancings = until_stopped(watches.balancings, stop.clone()).inspect({
         let dirty = config_dirty.clone();
         let siblings = siblings.clone();
         let store = gb_store.clone();
@@ -263,7 +265,7 @@ pub async fn run(client: Client, settings: Settings, stop: CancellationToken) {
             }
         }
     });
-    let slices = watches.slices.inspect({
+    let slices = until_stopped(watches.slices, stop.clone()).inspect({
         let dirty = config_dirty.clone();
         move |event| {
             if let Ok(slice) = event
@@ -273,7 +275,7 @@ pub async fn run(client: Client, settings: Settings, stop: CancellationToken) {
             }
         }
     });
-    let config_maps = watches.config_maps.inspect({
+    let config_maps = until_stopped(watches.config_maps, stop.clone()).inspect({
         let dirty = config_dirty.clone();
         move |event| {
             if let Ok(cm) = event
@@ -302,16 +304,19 @@ pub async fn run(client: Client, settings: Settings, stop: CancellationToken) {
 
     let controller = Controller::for_stream(balancings, gb_store)
         .with_config(controller::Config::default().concurrency(RECONCILE_CONCURRENCY))
-        .owns_stream(watches.services)
+        .owns_stream(until_stopped(watches.services, stop.clone()))
         .watches_stream(slices, |slice: EndpointSlice| {
             let name = slice.labels().get(BALANCING_LABEL).cloned();
             let ns = slice.metadata.namespace.clone();
             name.zip(ns)
                 .map(|(name, ns)| ObjectRef::new(&name).within(&ns))
         })
-        .watches_stream(watches.pods, pods_mapper)
-        .reconcile_on(siblings.stream())
-        .graceful_shutdown_on(stop.clone().cancelled_owned())
+        .watches_stream(until_stopped(watches.pods, stop.clone()), pods_mapper)
+        .reconcile_on(until_stopped(siblings.stream(), stop.clone()))
+        // No `graceful_shutdown_on`: every trigger stream above ends on
+        // `stop` by itself and drops its reflector writer (see
+        // `until_stopped`); the controller then finishes the reconciles in
+        // flight and ends.
         .run(reconcile, error_policy, ctx.clone())
         .for_each(|result| async move {
             if let Err(e) = result {

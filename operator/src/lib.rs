@@ -18,6 +18,7 @@ pub mod render;
 pub mod settings;
 pub mod telemetry;
 pub mod trim;
+pub mod until_stopped;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -103,7 +104,10 @@ pub async fn run(
             let term = stop.child_token();
             let controllers = controller::run(client.clone(), settings.clone(), term.clone());
             let end_of_term = async {
+                // Biased: on shutdown the elector also reports "not leading";
+                // that is not a lost leadership.
                 tokio::select! {
+                    biased;
                     () = stop.cancelled() => {}
                     _ = leading.wait_for(|l| !*l) => tracing::warn!("leadership lost; stopping the controllers"),
                 }
@@ -113,10 +117,13 @@ pub async fn run(
             tokio::select! {
                 () = &mut controllers => {}
                 () = end_of_term => {
-                    // Reconciles in flight get a grace period; a stuck one
-                    // must not keep the process (and the Lease) hanging.
+                    // The controllers stop by themselves once their reconciles
+                    // in flight are done. The grace period is a last resort
+                    // against a reconcile stuck in an API call: it must not
+                    // keep the process (and the Lease) hanging.
                     if tokio::time::timeout(SHUTDOWN_GRACE, &mut controllers).await.is_err() {
-                        tracing::warn!(grace = ?SHUTDOWN_GRACE, "controllers did not stop within the grace period; dropping them");
+                        metrics.forced_stops.inc();
+                        tracing::error!(grace = ?SHUTDOWN_GRACE, "controllers did not stop within the grace period; dropping them");
                     }
                 }
             }

@@ -45,6 +45,8 @@ pub struct Metrics {
     pub errors: Family<ErrorLabels, Counter>,
     pub duration: Family<ControllerLabels, Histogram>,
     pub leader: Gauge,
+    /// Times the controllers outlived the shutdown grace and were dropped.
+    pub forced_stops: Counter,
     pub api_requests: ApiRequestCounter,
 }
 
@@ -73,6 +75,12 @@ impl Metrics {
             "1 while this replica holds the leader Lease",
             leader.clone(),
         );
+        let forced_stops = Counter::default();
+        registry.register(
+            "controller_forced_stops",
+            "Times the controllers did not stop within the shutdown grace and were dropped",
+            forced_stops.clone(),
+        );
         registry.register(
             "api_requests",
             "Requests sent to the Kubernetes API, by verb and resource",
@@ -84,6 +92,7 @@ impl Metrics {
             errors,
             duration,
             leader,
+            forced_stops,
             api_requests,
         }
     }

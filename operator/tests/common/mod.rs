@@ -135,7 +135,8 @@ impl RunningOperator {
         self.api().writes_except(&["leases"])
     }
 
-    /// SIGTERM-like: finishes reconciles, releases the Lease.
+    /// SIGTERM-like: finishes reconciles, releases the Lease. The
+    /// controllers must stop by themselves, not by the grace-period drop.
     pub async fn shutdown(self) {
         self.stop.cancel();
         tokio::time::timeout(TIMEOUT, self.task)
@@ -143,6 +144,12 @@ impl RunningOperator {
             .expect("the operator stops within the timeout")
             .expect("the operator task does not panic")
             .expect("the operator ends without error");
+        assert_eq!(
+            self.metrics.forced_stops.get(),
+            0,
+            "the controllers of {} had to be dropped after the grace period",
+            self.identity
+        );
     }
 
     /// A crash: the task is dropped mid-flight, the Lease is not released.
