@@ -2,7 +2,10 @@
 //! endpoint's connection, retries of attempts that never reached a backend,
 //! and the response streamed back.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -89,12 +92,14 @@ pub async fn proxy(b: Arc<Balancing>, req: Request<Incoming>) -> Response<Respon
             continue;
         };
         let mut record = CallRecord::start(endpoint.clone(), accepted_at);
-        let sent = sender.try_send_request(req);
+        let mut sent = AwaitingHead::new(sender.try_send_request(req));
         let result = match &mut deadline {
             Some(sleep) => tokio::select! {
                 biased;
-                r = sent => r,
+                r = &mut sent => r,
                 () = sleep.as_mut() => {
+                    // The backend stops too: cancel the stream at once.
+                    sent.cancel_now();
                     // Counted on the endpoint by the record, not again here.
                     record.set_status(code::DEADLINE_EXCEEDED);
                     return ProxyError::DeadlineExceeded {
@@ -104,7 +109,7 @@ pub async fn proxy(b: Arc<Balancing>, req: Request<Incoming>) -> Response<Respon
                     .into_response();
                 }
             },
-            None => sent.await,
+            None => (&mut sent).await,
         };
         match result {
             Ok(response) => {
@@ -183,6 +188,62 @@ pub async fn proxy(b: Arc<Balancing>, req: Request<Incoming>) -> Response<Respon
                     },
                 );
             }
+        }
+    }
+}
+
+/// How long a request whose caller went away may wait for its response head
+/// before its stream is reset.
+const CANCEL_GRACE: Duration = Duration::from_secs(1);
+
+/// The wait for an upstream response head. If the caller goes away first
+/// (its connection closed, say, with a hundred calls in flight), the stream
+/// is not reset at once: it may still be queued unaccepted at the backend,
+/// and h2 servers treat a burst of resets of such streams as a rapid-reset
+/// attack and close the whole connection (`GOAWAY ENHANCE_YOUR_CALM`),
+/// failing every other call on it. The wait goes on in a task of its own
+/// for up to [`CANCEL_GRACE`]; once answered, a reset is harmless.
+struct AwaitingHead<F: Future + Send + 'static> {
+    // Boxed (a few dozen bytes) so it can outlive the call on drop.
+    response: Option<Pin<Box<F>>>,
+}
+
+impl<F: Future + Send + 'static> AwaitingHead<F> {
+    fn new(response: F) -> Self {
+        AwaitingHead {
+            response: Some(Box::pin(response)),
+        }
+    }
+
+    /// Drops the wait now, resetting the stream.
+    fn cancel_now(&mut self) {
+        self.response = None;
+    }
+}
+
+impl<F: Future + Send + 'static> Future for AwaitingHead<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let Some(response) = self.response.as_mut() else {
+            // Polled after completion or cancellation: never ready again.
+            return Poll::Pending;
+        };
+        let out = ready!(response.as_mut().poll(cx));
+        self.response = None;
+        Poll::Ready(out)
+    }
+}
+
+impl<F: Future + Send + 'static> Drop for AwaitingHead<F> {
+    fn drop(&mut self) {
+        let Some(response) = self.response.take() else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = tokio::time::timeout(CANCEL_GRACE, response).await;
+            });
         }
     }
 }

@@ -66,7 +66,8 @@ pub async fn maintain(
                         endpoint.disconnected(ConnState::Connecting);
                         match r {
                             Ok(()) => tracing::info!(endpoint = %endpoint.addr, "endpoint closed the connection (GOAWAY); reconnecting"),
-                            Err(e) => tracing::warn!(endpoint = %endpoint.addr, error = %e, "connection to endpoint failed; reconnecting"),
+                            // hyper's own message is only "http2 error"; the h2 cause says which.
+                            Err(e) => tracing::warn!(endpoint = %endpoint.addr, error = %e, cause = ?crate::grpc_status::h2_error(&e), "connection to endpoint failed; reconnecting"),
                         }
                         endpoint.subset.refresh_now.notify_one();
                     }
