@@ -20,6 +20,9 @@ pub mod telemetry;
 pub mod trim;
 pub mod until_stopped;
 
+#[cfg(test)]
+mod controller_tests;
+
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
