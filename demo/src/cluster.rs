@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use grpc_balancer_crds::annotations;
 use grpc_balancer_crds::config::{CONFIG_MAP_KEY, CONFIG_MAP_NAME};
 use grpc_balancer_test_support::poll::try_poll_until;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
@@ -179,4 +180,41 @@ pub async fn proxy_config(client: &Client, ns: &str) -> anyhow::Result<String> {
     cm.data
         .and_then(|mut d| d.remove(CONFIG_MAP_KEY))
         .with_context(|| format!("ConfigMap {ns}/{CONFIG_MAP_NAME} has no key {CONFIG_MAP_KEY}"))
+}
+
+/// Server-side applies a MutatingWebhookConfiguration given as YAML (the
+/// chart's, rendered by `helm template`); returns its name.
+pub async fn apply_webhook_configuration(client: &Client, yaml: &str) -> anyhow::Result<String> {
+    let mwc: MutatingWebhookConfiguration =
+        serde_yaml::from_str(yaml).context("parsing the rendered MutatingWebhookConfiguration")?;
+    let name = mwc
+        .metadata
+        .name
+        .clone()
+        .context("the MutatingWebhookConfiguration has no name")?;
+    Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&mwc),
+        )
+        .await
+        .with_context(|| format!("applying MutatingWebhookConfiguration {name}"))?;
+    Ok(name)
+}
+
+/// Whether every webhook of the configuration has a `caBundle`.
+pub async fn webhook_ca_bundle_set(client: &Client, name: &str) -> anyhow::Result<bool> {
+    let mwc = Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .get(name)
+        .await
+        .with_context(|| format!("getting MutatingWebhookConfiguration {name}"))?;
+    let webhooks = mwc.webhooks.unwrap_or_default();
+    Ok(!webhooks.is_empty()
+        && webhooks.iter().all(|w| {
+            w.client_config
+                .ca_bundle
+                .as_ref()
+                .is_some_and(|b| !b.0.is_empty())
+        }))
 }

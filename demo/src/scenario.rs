@@ -32,6 +32,8 @@ const NS: &str = "demo";
 /// Namespace the operator keeps its webhook certificate in.
 const SYSTEM_NS: &str = "grpc-balancer-system";
 const BALANCING: &str = "greeter";
+/// Kubernetes version the chart is rendered for (that of the control plane).
+const KUBE_VERSION: &str = "1.34.4";
 const GRPC_PORT: u16 = 50051;
 /// Calls in flight at once, all over ONE HTTP/2 connection, like one gRPC
 /// channel of a real client.
@@ -269,12 +271,19 @@ impl Demo<'_> {
         let metrics = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
         let webhook = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
         let url = format!("https://{webhook}/mutate");
+        // The chart's own MutatingWebhookConfiguration, pointed at the local
+        // webhook by its `webhook.url` value; the operator then does what it
+        // does in a cluster: certificate in a Secret, caBundle patched.
+        let yaml = self.render_chart_webhook_configuration(&url).await?;
+        let mwc = cluster::apply_webhook_configuration(&self.client, &yaml).await?;
+        self.style.step(&format!(
+            "the chart's MutatingWebhookConfiguration {mwc} applied, with webhook.url={url}"
+        ));
         let args: Vec<String> = vec![
             format!("--metrics-listen={metrics}"),
             format!("--webhook-listen={webhook}"),
-            format!("--webhook-url={url}"),
             format!("--webhook-namespace={SYSTEM_NS}"),
-            "--webhook-configuration=grpc-balancer".into(),
+            format!("--webhook-configuration={mwc}"),
             format!("--leader-election-namespace={SYSTEM_NS}"),
         ];
         let program = self.cli.bin_dir.join("grpc-balancer-operator");
@@ -293,10 +302,56 @@ impl Demo<'_> {
         self.style.step(&format!(
             "operator running: controller, leader election, metrics on {metrics}"
         ));
+        let client = self.client.clone();
+        self.wait_for(
+            "the operator to patch the caBundle",
+            Duration::from_secs(30),
+            || {
+                let client = client.clone();
+                let mwc = mwc.clone();
+                async move {
+                    anyhow::ensure!(
+                        cluster::webhook_ca_bundle_set(&client, &mwc).await?,
+                        "no caBundle yet"
+                    );
+                    Ok(())
+                }
+            },
+        )
+        .await?;
         self.style.step(&format!(
-            "webhook serving {url}; MutatingWebhookConfiguration registered with its own CA"
+            "webhook serving {url}; its self-signed CA is in the caBundle"
         ));
         Ok(())
+    }
+
+    /// `helm template` of the chart's MutatingWebhookConfiguration, released
+    /// as `grpc-balancer` in [`SYSTEM_NS`] (so that namespace is excluded).
+    async fn render_chart_webhook_configuration(&self, url: &str) -> anyhow::Result<String> {
+        let helm = grpc_balancer_test_support::control_plane::tool_path()
+            .into_iter()
+            .map(|dir| dir.join("helm"))
+            .find(|path| path.is_file())
+            .context("helm is not installed; run scripts/control-plane install")?;
+        let chart = self.cli.repo.join("charts/grpc-balancer");
+        let out = tokio::process::Command::new(&helm)
+            .arg("template")
+            .arg("grpc-balancer")
+            .arg(&chart)
+            .args(["--namespace", SYSTEM_NS])
+            .args(["--kube-version", KUBE_VERSION])
+            .args(["--show-only", "templates/mutatingwebhookconfiguration.yaml"])
+            .arg("--set")
+            .arg(format!("webhook.url={url}"))
+            .output()
+            .await
+            .with_context(|| format!("running {}", helm.display()))?;
+        anyhow::ensure!(
+            out.status.success(),
+            "helm template failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     async fn start_backend(&mut self, backend: &Backend) -> anyhow::Result<()> {
