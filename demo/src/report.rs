@@ -132,3 +132,15 @@ pub fn percent(part: u64, total: u64) -> f64 {
         part as f64 * 100.0 / total as f64
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::percent;
+
+    #[test]
+    fn percent_of_nothing_is_zero() {
+        assert_eq!(percent(0, 0), 0.0);
+        assert_eq!(percent(5, 0), 0.0);
+        assert_eq!(percent(1, 4), 25.0);
+    }
+}

@@ -61,3 +61,60 @@ pub struct Summary {
     pub injected_sidecar: Option<serde_json::Value>,
     pub total_elapsed_ms: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(by_backend: &[(&str, u64)], failed: u64) -> LoadReport {
+        let ok: u64 = by_backend.iter().map(|(_, n)| n).sum();
+        LoadReport {
+            calls: ok + failed,
+            ok,
+            failed,
+            by_backend: by_backend
+                .iter()
+                .map(|(b, n)| (b.to_string(), *n))
+                .collect(),
+            failures: if failed > 0 {
+                BTreeMap::from([("UNAVAILABLE".to_owned(), failed)])
+            } else {
+                BTreeMap::new()
+            },
+            elapsed_ms: 10,
+            ..LoadReport::default()
+        }
+    }
+
+    fn version_of(backend: &str) -> String {
+        if backend.contains("-v2-") { "v2" } else { "v1" }.to_owned()
+    }
+
+    #[test]
+    fn phases_add_up_by_backend_and_version() {
+        let mut phase =
+            Phase::from_report(&report(&[("g-v1-a", 30), ("g-v2-a", 10)], 0), version_of);
+        phase.add(&report(&[("g-v1-a", 5), ("g-v1-b", 15)], 2), version_of);
+        assert_eq!(phase.calls, 62);
+        assert_eq!(phase.ok, 60);
+        assert_eq!(phase.failed, 2);
+        assert_eq!(phase.by_backend["g-v1-a"], 35);
+        assert_eq!(phase.by_version["v1"], 50);
+        assert_eq!(phase.by_version["v2"], 10);
+        assert_eq!(phase.failures["UNAVAILABLE"], 2);
+        assert_eq!(phase.elapsed_ms, 20);
+    }
+
+    #[test]
+    fn summary_serializes_what_the_test_reads() {
+        let mut summary = Summary::default();
+        summary.phases.insert(
+            "proxy".into(),
+            Phase::from_report(&report(&[("g-v1-a", 3)], 0), version_of),
+        );
+        let json = serde_json::to_value(&summary).expect("serializes");
+        assert_eq!(json["phases"]["proxy"]["by_version"]["v1"], 3);
+        assert_eq!(json["phases"]["proxy"]["split_streams"], 0);
+        assert!(json["added_backend"].is_null());
+    }
+}
