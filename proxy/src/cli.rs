@@ -34,6 +34,20 @@ pub enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Wait until the proxy's admin server says it is ready (a postStart hook
+    /// where the cluster has no native sidecars).
+    WaitReady {
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: SocketAddr,
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// Sleep, then exit 0 (a preStop hook that keeps the proxy up while the
+    /// app finishes its last calls, where the cluster has no native sidecars).
+    Sleep {
+        #[arg(value_parser = humantime::parse_duration)]
+        duration: Duration,
+    },
 }
 
 #[derive(Debug, clap::Args)]

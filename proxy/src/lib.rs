@@ -17,6 +17,7 @@ pub mod config_watch;
 pub mod discovery;
 pub mod endpoint;
 pub mod grpc_status;
+pub mod lifecycle_hooks;
 pub mod metrics;
 pub mod resilience;
 pub mod telemetry;

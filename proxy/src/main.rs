@@ -4,18 +4,31 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use grpc_balancer_proxy::cli::{self, Cli, Command};
-use grpc_balancer_proxy::telemetry;
+use grpc_balancer_proxy::{lifecycle_hooks, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Check { config }) = &cli.command {
-        let (report, ok) = cli::check(config);
-        print!("{report}");
-        return if ok {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        };
+    match &cli.command {
+        Some(Command::Check { config }) => {
+            let (report, ok) = cli::check(config);
+            print!("{report}");
+            return if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
+        }
+        Some(Command::WaitReady { admin, timeout }) => {
+            return run_hook(lifecycle_hooks::wait_ready(*admin, *timeout));
+        }
+        Some(Command::Sleep { duration }) => {
+            let duration = *duration;
+            return run_hook(async move {
+                tokio::time::sleep(duration).await;
+                Ok::<(), std::convert::Infallible>(())
+            });
+        }
+        None => {}
     }
     telemetry::init(cli.run.log_format);
     let settings = match cli.run.settings() {
@@ -50,6 +63,29 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "proxy failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs a lifecycle-hook subcommand on a small runtime.
+fn run_hook<E: std::fmt::Display>(
+    hook: impl std::future::Future<Output = Result<(), E>>,
+) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("grpc-balancer-proxy: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(hook) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("grpc-balancer-proxy: {e}");
             ExitCode::FAILURE
         }
     }
