@@ -24,7 +24,7 @@ use grpc_balancer_crds::v1alpha1::{GrpcBalancing, GrpcBalancingStatus, READY_CON
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -34,6 +34,7 @@ use kube::{Client, Resource, ResourceExt as _};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use crate::decode::{self, Undecodable, decode_event};
 use crate::dirty::DirtySet;
 use crate::error::{Error, Result};
 use crate::metrics::{GRPC_BALANCING_CONTROLLER, Metrics};
@@ -188,15 +189,29 @@ pub async fn run(client: Client, settings: Settings, stop: CancellationToken) {
     let (cm_store, cm_writer) = reflector::store();
 
     let managed = watcher::Config::default().labels(&managed_by_selector());
+    let undecodable = Arc::new(DirtySet::<Undecodable>::default());
+    let gb_api: Api<DynamicObject> = match ns {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &decode::api_resource()),
+        None => Api::all_with(client.clone(), &decode::api_resource()),
+    };
     let watches = Watches {
-        balancings: watcher(
-            scoped_api::<GrpcBalancing>(&client, ns),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .modify(trim::balancing)
-        .reflect(gb_writer)
-        .touched_objects(),
+        // Untyped, decoded one object at a time (see `decode`).
+        balancings: watcher(gb_api, watcher::Config::default())
+            .default_backoff()
+            .filter_map({
+                let store = gb_store.clone();
+                let reports = undecodable.clone();
+                let metrics = settings.metrics.clone();
+                move |event| {
+                    futures::future::ready(match event {
+                        Ok(event) => decode_event(event, &store, &reports, &metrics).map(Ok),
+                        Err(e) => Some(Err(e)),
+                    })
+                }
+            })
+            .modify(trim::balancing)
+            .reflect(gb_writer)
+            .touched_objects(),
         services: watcher(scoped_api::<Service>(&client, ns), managed.clone())
             .default_backoff()
             .modify(trim::service)
@@ -325,8 +340,9 @@ pub async fn run(client: Client, settings: Settings, stop: CancellationToken) {
         });
 
     let renderer = crate::config_map::run(ctx.clone(), stop.clone());
+    let reporter = decode::report(ctx.client.clone(), undecodable, stop.clone());
     let config_map_watch = drain_until(config_maps, stop.clone());
-    tokio::join!(controller, renderer, config_map_watch);
+    tokio::join!(controller, renderer, config_map_watch, reporter);
 }
 
 /// An API over one namespace, or all of them.

@@ -7,6 +7,7 @@
 
 pub mod config_map;
 pub mod controller;
+pub mod decode;
 pub mod dirty;
 pub mod error;
 pub mod http;
