@@ -36,6 +36,9 @@ pub enum Loaded {
     Failed(LoadError),
 }
 
+/// How long a changed content must stay the same before it applies.
+const SETTLE: Duration = Duration::from_millis(100);
+
 fn content_hash(bytes: &[u8]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     bytes.hash(&mut h);
@@ -106,6 +109,15 @@ pub fn watch(path: PathBuf, interval: Duration, mut last: Option<u64>) -> mpsc::
                 }
                 (_, Some(h)) if Some(h) == last => continue,
                 _ => {}
+            }
+            // A writer that truncates and rewrites in place can be read half
+            // way (an empty file would drop every balancing): a new content
+            // applies only once two reads a moment apart agree.
+            if hash.is_some() {
+                tokio::time::sleep(SETTLE).await;
+                if load(&path).await.0 != hash {
+                    continue;
+                }
             }
             missing_reported = false;
             if hash.is_some() {
