@@ -138,7 +138,7 @@ pub struct Endpoint {
 impl Endpoint {
     pub fn new(addr: SocketAddr, subset: Arc<SubsetShared>, initial_rtt_nanos: f64) -> Self {
         let counters = CallCounters::new(
-            subset.metrics.calls.clone(),
+            &subset.metrics,
             &subset.balancing,
             &subset.name,
             &addr.to_string(),

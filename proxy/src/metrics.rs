@@ -2,8 +2,9 @@
 //! gRPC status, histograms per subset) are created ahead of the call so the
 //! hot path only touches atomics, never a label lookup or a lock.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
@@ -76,7 +77,13 @@ pub struct Metrics {
     pub health_checks: Family<HealthLabels, Counter>,
     pub config_reloads: Family<ResultLabels, Counter>,
     pub downstream_connections: Family<BalancingLabels, Counter>,
+    /// How many live endpoints hold each (balancing, subset, endpoint) call
+    /// series. A reload starts new endpoints beside the old ones with the
+    /// same labels; a series goes only when its last holder does.
+    call_series_holders: Arc<Mutex<HashMap<EndpointSeries, usize>>>,
 }
+
+type EndpointSeries = (String, String, String);
 
 impl Metrics {
     pub fn new() -> (Metrics, Registry) {
@@ -91,6 +98,7 @@ impl Metrics {
             health_checks: Family::default(),
             config_reloads: Family::default(),
             downstream_connections: Family::default(),
+            call_series_holders: Arc::default(),
         };
         let mut r = Registry::with_prefix("grpc_balancer");
         r.register(
@@ -149,6 +157,7 @@ pub const GRPC_CODES: usize = 17;
 /// Per-endpoint call counters, one per gRPC status, created on first use.
 pub struct CallCounters {
     family: Family<CallLabels, Counter>,
+    holders: Arc<Mutex<HashMap<EndpointSeries, usize>>>,
     balancing: String,
     subset: String,
     endpoint: String,
@@ -156,19 +165,31 @@ pub struct CallCounters {
 }
 
 impl CallCounters {
-    pub fn new(
-        family: Family<CallLabels, Counter>,
-        balancing: &str,
-        subset: &str,
-        endpoint: &str,
-    ) -> Self {
-        CallCounters {
-            family,
+    /// Called when an endpoint starts (not per call), so the lock is cheap.
+    pub fn new(metrics: &Metrics, balancing: &str, subset: &str, endpoint: &str) -> Self {
+        let counters = CallCounters {
+            family: metrics.calls.clone(),
+            holders: metrics.call_series_holders.clone(),
             balancing: balancing.to_owned(),
             subset: subset.to_owned(),
             endpoint: endpoint.to_owned(),
             by_code: Default::default(),
-        }
+        };
+        *counters
+            .holders
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(counters.series())
+            .or_default() += 1;
+        counters
+    }
+
+    fn series(&self) -> EndpointSeries {
+        (
+            self.balancing.clone(),
+            self.subset.clone(),
+            self.endpoint.clone(),
+        )
     }
 
     fn labels(&self, code: usize) -> CallLabels {
@@ -190,9 +211,24 @@ impl CallCounters {
 
 impl Drop for CallCounters {
     fn drop(&mut self) {
-        // Endpoints come and go with discovery; their series must go too.
-        for (code, c) in self.by_code.iter().enumerate() {
-            if c.get().is_some() {
+        let series = self.series();
+        let last = {
+            let mut holders = self.holders.lock().unwrap_or_else(PoisonError::into_inner);
+            match holders.get_mut(&series) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                _ => {
+                    holders.remove(&series);
+                    true
+                }
+            }
+        };
+        // Endpoints come and go with discovery; their series must go too,
+        // but not while a replacement endpoint still counts into them.
+        if last {
+            for code in 0..GRPC_CODES {
                 self.family.remove(&self.labels(code));
             }
         }
@@ -374,7 +410,7 @@ mod tests {
             })
             .0
             .observe_nanos(3_000_000);
-        let counters = CallCounters::new(m.calls.clone(), "b", "s", "127.0.0.1:1");
+        let counters = CallCounters::new(&m, "b", "s", "127.0.0.1:1");
         counters.inc(0);
         counters.inc(14);
         counters.inc(99);
@@ -387,5 +423,26 @@ mod tests {
         let mut out = String::new();
         encode(&mut out, &r).expect("encodes");
         assert!(!out.contains("grpc_status=\"14\""), "{out}");
+    }
+
+    #[test]
+    fn a_series_stays_while_a_replacement_endpoint_holds_it() {
+        let (m, r) = Metrics::new();
+        let old = CallCounters::new(&m, "b", "s", "127.0.0.1:1");
+        old.inc(0);
+        // A reload starts the same endpoint anew before the old one goes.
+        let new = CallCounters::new(&m, "b", "s", "127.0.0.1:1");
+        drop(old);
+        new.inc(0);
+        let mut out = String::new();
+        encode(&mut out, &r).expect("encodes");
+        assert!(
+            out.contains("endpoint=\"127.0.0.1:1\",grpc_status=\"0\"} 2"),
+            "{out}"
+        );
+        drop(new);
+        let mut out = String::new();
+        encode(&mut out, &r).expect("encodes");
+        assert!(!out.contains("127.0.0.1:1"), "{out}");
     }
 }
