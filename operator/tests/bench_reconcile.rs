@@ -6,6 +6,10 @@
 //! ```sh
 //! cargo test -p grpc-balancer-operator --release --test bench_reconcile -- --ignored --nocapture
 //! ```
+//!
+//! The second benchmark runs the release binary as its own process, so the
+//! peak RSS is the operator's alone; it needs `GRPC_BALANCER_OPERATOR_BIN`
+//! (see its docs).
 
 mod common;
 
@@ -200,7 +204,7 @@ async fn converge_one_thousand_balancings_in_a_release_process() {
     let bin = std::env::var_os(OPERATOR_BIN_ENV).unwrap_or_else(|| {
         panic!(
             "{OPERATOR_BIN_ENV} must name the operator binary: \
-             cargo build --release -p grpc-balancer-operator and set it to target/release/grpc-balancer-operator"
+             cargo build --release -p grpc-balancer-operator and set it to the absolute path of target/release/grpc-balancer-operator"
         )
     });
     let cp = ControlPlane::shared().await;
