@@ -54,15 +54,7 @@ async fn one_connection_direct_lands_on_one_backend_and_the_proxy_spreads_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bidi_stream_stays_on_one_backend() {
-    let bs = backends(3).await;
-    let addrs: Vec<_> = bs.iter().map(|b| b.addr()).collect();
-    let proxy = start_proxy(config(vec![balancing(
-        "greeter",
-        PolicyKind::RoundRobin,
-        vec![static_subset("all", 1, &addrs)],
-    )]))
-    .await;
-    wait_ready(&proxy, "greeter", 3).await;
+    let (_bs, proxy) = greeter_proxy(3, PolicyKind::RoundRobin).await;
     let mut client = proxy.client("greeter").await;
     for _ in 0..3 {
         let requests = futures::stream::iter((0..100).map(|i| hello(&format!("m{i}"))));

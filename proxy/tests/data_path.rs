@@ -10,22 +10,9 @@ use support::*;
 use tokio::io::AsyncWriteExt;
 use tonic::Code;
 
-async fn one_backend_proxy() -> (Vec<grpc_balancer_greeter::RunningBackend>, Proxy) {
-    let bs = backends(2).await;
-    let addrs: Vec<_> = bs.iter().map(|b| b.addr()).collect();
-    let proxy = start_proxy(config(vec![balancing(
-        "greeter",
-        PolicyKind::RoundRobin,
-        vec![static_subset("all", 1, &addrs)],
-    )]))
-    .await;
-    wait_ready(&proxy, "greeter", 2).await;
-    (bs, proxy)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_messages_pass_both_ways() {
-    let (_bs, proxy) = one_backend_proxy().await;
+    let (_bs, proxy) = greeter_proxy(2, PolicyKind::RoundRobin).await;
     let mut client = proxy.client("greeter").await;
     let size = 5 * 1024 * 1024;
     let mut req = hello("big");
@@ -58,7 +45,7 @@ async fn large_messages_pass_both_ways() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_trailers_and_status_codes_pass_intact() {
-    let (bs, proxy) = one_backend_proxy().await;
+    let (bs, proxy) = greeter_proxy(2, PolicyKind::RoundRobin).await;
     let mut client = proxy.client("greeter").await;
     let mut req = tonic::Request::new(hello("meta"));
     req.metadata_mut()
@@ -219,7 +206,7 @@ async fn no_endpoint_fails_fast_with_unavailable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_only_affects_its_own_call() {
-    let (bs, proxy) = one_backend_proxy().await;
+    let (bs, proxy) = greeter_proxy(2, PolicyKind::RoundRobin).await;
     let addr = proxy.addr("greeter");
     let mut client = proxy.client("greeter").await;
 

@@ -13,15 +13,7 @@ use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_finishes_calls_in_flight() {
-    let bs = backends(2).await;
-    let addrs: Vec<_> = bs.iter().map(|b| b.addr()).collect();
-    let proxy = start_proxy(config(vec![balancing(
-        "greeter",
-        PolicyKind::RoundRobin,
-        vec![static_subset("all", 1, &addrs)],
-    )]))
-    .await;
-    wait_ready(&proxy, "greeter", 2).await;
+    let (_bs, proxy) = greeter_proxy(2, PolicyKind::RoundRobin).await;
     let client = proxy.client("greeter").await;
     let mut calls = Vec::new();
     for _ in 0..10 {
@@ -219,15 +211,7 @@ async fn missing_config_file_is_an_empty_config_until_it_appears() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_endpoints_answer() {
-    let bs = backends(2).await;
-    let addrs: Vec<_> = bs.iter().map(|b| b.addr()).collect();
-    let proxy = start_proxy(config(vec![balancing(
-        "greeter",
-        PolicyKind::RoundRobin,
-        vec![static_subset("all", 1, &addrs)],
-    )]))
-    .await;
-    wait_ready(&proxy, "greeter", 2).await;
+    let (_bs, proxy) = greeter_proxy(2, PolicyKind::RoundRobin).await;
     let mut client = proxy.client("greeter").await;
     spread(&mut client, 10).await;
     let admin = proxy.admin();

@@ -76,15 +76,7 @@ async fn peak_ewma_steers_away_from_a_slow_backend() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_uses_every_backend() {
-    let bs = backends(3).await;
-    let addrs: Vec<_> = bs.iter().map(|b| b.addr()).collect();
-    let proxy = start_proxy(config(vec![balancing(
-        "greeter",
-        PolicyKind::Random,
-        vec![static_subset("all", 1, &addrs)],
-    )]))
-    .await;
-    wait_ready(&proxy, "greeter", 3).await;
+    let (_bs, proxy) = greeter_proxy(3, PolicyKind::Random).await;
     let mut client = proxy.client("greeter").await;
     let counts = spread(&mut client, 300).await;
     assert_eq!(counts.len(), 3, "{counts:?}");

@@ -138,6 +138,21 @@ pub async fn start_proxy(config: ProxyConfig) -> Proxy {
     start(test_settings(ConfigSource::Fixed(config))).await
 }
 
+/// `n` backends behind one balancing "greeter" (one static subset), with
+/// every endpoint ready. Keep the backends alive: dropping them kills them.
+pub async fn greeter_proxy(n: usize, policy: PolicyKind) -> (Vec<RunningBackend>, Proxy) {
+    let bs = backends(n).await;
+    let addrs: Vec<_> = bs.iter().map(|b| b.addr()).collect();
+    let proxy = start_proxy(config(vec![balancing(
+        "greeter",
+        policy,
+        vec![static_subset("all", 1, &addrs)],
+    )]))
+    .await;
+    wait_ready(&proxy, "greeter", n).await;
+    (bs, proxy)
+}
+
 pub fn hello(name: &str) -> HelloRequest {
     HelloRequest {
         name: name.into(),
