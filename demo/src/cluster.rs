@@ -7,7 +7,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use grpc_balancer_crds::annotations;
 use grpc_balancer_crds::config::{CONFIG_MAP_KEY, CONFIG_MAP_NAME};
-use grpc_balancer_test_support::poll::try_poll_until;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -28,31 +27,8 @@ pub async fn install_crd(client: &Client, chart_crd: &Path) -> anyhow::Result<St
         .with_context(|| format!("reading {}", chart_crd.display()))?;
     let crd: CustomResourceDefinition =
         serde_yaml::from_str(&text).with_context(|| format!("parsing {}", chart_crd.display()))?;
-    let name = crd.metadata.name.clone().context("the CRD has no name")?;
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .with_context(|| format!("applying CRD {name}"))?;
-    try_poll_until(Duration::from_secs(30), || async {
-        let crd = api.get(&name).await?;
-        let established = crd
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        if established {
-            Ok(())
-        } else {
-            Err(anyhow::anyhow!("CRD {name} is not Established yet"))
-        }
-    })
-    .await?;
-    Ok(name)
+    grpc_balancer_test_support::crd::apply_crd(client, &crd, FIELD_MANAGER, Duration::from_secs(30))
+        .await
 }
 
 pub async fn create_namespace(client: &Client, name: &str) -> anyhow::Result<()> {

@@ -14,6 +14,7 @@
 
 pub mod cluster_dns;
 pub mod control_plane;
+pub mod crd;
 pub mod kubelet;
 pub mod logs;
 pub mod namespace;

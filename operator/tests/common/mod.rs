@@ -15,9 +15,8 @@ use grpc_balancer_operator::leader::LeaderSettings;
 use grpc_balancer_operator::metrics::{ApiRequestCounter, ControllerLabels, Metrics};
 use grpc_balancer_test_support::{ControlPlane, kubelet, poll_until};
 use k8s_openapi::api::core::v1::{Container, ContainerPort, Pod, PodSpec};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -26,35 +25,9 @@ pub const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Installs (or updates) the CRD and waits until the apiserver serves it.
 pub async fn install_crd(client: &kube::Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = crd();
-    let name = crd.metadata.name.clone().expect("the CRD has a name");
-    api.patch(
-        &name,
-        &PatchParams::apply("grpc-balancer-tests").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .expect("the apiserver accepts the CRD");
-    poll_until("the CRD to be established", TIMEOUT, || {
-        let api = api.clone();
-        let name = name.clone();
-        async move {
-            let crd = api.get(&name).await.map_err(|e| e.to_string())?;
-            let established = crd
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            if established {
-                Ok(())
-            } else {
-                Err("not established yet".to_owned())
-            }
-        }
-    })
-    .await;
+    grpc_balancer_test_support::crd::apply_crd(client, &crd(), "grpc-balancer-tests", TIMEOUT)
+        .await
+        .expect("the apiserver accepts and establishes the CRD");
     // Established can precede discovery by a moment: wait until a list works.
     poll_until("GrpcBalancings to be listable", TIMEOUT, || {
         let api: Api<GrpcBalancing> = Api::all(client.clone());
