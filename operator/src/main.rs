@@ -2,6 +2,8 @@
 //! webhook in one binary. Every replica serves the webhook; the Lease holder
 //! also runs the controller.
 
+use std::sync::Arc;
+
 use anyhow::Context as _;
 use clap::Parser;
 use grpc_balancer_operator::metrics::ApiRequestCounter;
@@ -33,13 +35,15 @@ async fn main() -> anyhow::Result<()> {
     };
     let counter = ApiRequestCounter::default();
     let client = client_with_counter(config, &counter)?;
-    let settings = cli.operator.settings(counter);
+    let webhook_metrics = Arc::new(grpc_balancer_webhook::WebhookMetrics::default());
+    let settings = cli.operator.settings(counter, &webhook_metrics);
 
     let stop = CancellationToken::new();
     tokio::spawn(signal_stop(stop.clone()));
     let webhook = tokio::spawn(grpc_balancer_webhook::run(
         client.clone(),
         cli.webhook,
+        webhook_metrics,
         stop.clone().cancelled_owned(),
     ));
     let operator =

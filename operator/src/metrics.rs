@@ -127,7 +127,16 @@ pub struct ApiRequestCounter {
 }
 
 impl ApiRequestCounter {
-    fn record(&self, labels: ApiRequestLabels) {
+    /// Counts one request of `verb` on `resource` (plural, `/status` for
+    /// the status subresource).
+    pub fn record(&self, verb: &'static str, resource: &str) {
+        self.record_labels(ApiRequestLabels {
+            verb,
+            resource: resource.to_owned(),
+        });
+    }
+
+    fn record_labels(&self, labels: ApiRequestLabels) {
         self.family.get_or_create(&labels).inc();
         let mut totals = match self.totals.lock() {
             Ok(t) => t,
@@ -236,7 +245,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        self.counter.record(classify(&req));
+        self.counter.record_labels(classify(&req));
         self.inner.call(req)
     }
 }
@@ -298,7 +307,7 @@ mod tests {
             ("update", "leases"),
             ("list", "pods"),
         ] {
-            counter.record(ApiRequestLabels {
+            counter.record_labels(ApiRequestLabels {
                 verb,
                 resource: resource.into(),
             });

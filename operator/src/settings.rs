@@ -7,6 +7,8 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use crate::leader::LeaderSettings;
+use grpc_balancer_webhook::WebhookMetrics;
+
 use crate::metrics::{ApiRequestCounter, Metrics};
 
 /// Everything [`crate::run`] needs besides the client.
@@ -78,8 +80,12 @@ fn parse_lease_duration(s: &str) -> Result<Duration, String> {
 }
 
 impl OperatorArgs {
-    pub fn settings(&self, api_requests: ApiRequestCounter) -> Settings {
+    /// The operator's settings; `webhook`'s metrics join the operator's
+    /// registry, since both are served on the one `/metrics`.
+    pub fn settings(&self, api_requests: ApiRequestCounter, webhook: &WebhookMetrics) -> Settings {
         let identity = self.pod_name.clone().unwrap_or_else(hostname);
+        let mut metrics = Metrics::new(api_requests);
+        webhook.register(&mut metrics.registry);
         Settings {
             cluster_domain: self.cluster_domain.clone(),
             leader: LeaderSettings {
@@ -90,7 +96,7 @@ impl OperatorArgs {
             },
             metrics_listen: Some(self.metrics_listen),
             watch_namespace: self.watch_namespace.clone(),
-            metrics: Arc::new(Metrics::new(api_requests)),
+            metrics: Arc::new(metrics),
         }
     }
 }

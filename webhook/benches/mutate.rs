@@ -149,7 +149,7 @@ fn bench_mutate(settings: &ProxySettings, balancings: &[LocalBalancing]) -> Dura
 }
 
 async fn bench_handler(reviewer: Arc<Reviewer>, body: &str) -> Duration {
-    let app = router(reviewer);
+    let app = router(reviewer, Arc::default());
     let mut samples = Vec::with_capacity(ROUNDS);
     for i in 0..WARMUP + ROUNDS {
         let request = axum::http::Request::post("/mutate")
@@ -183,9 +183,15 @@ async fn bench_https(reviewer: Arc<Reviewer>, body: &str) -> Duration {
         .expect("a port");
     let addr = listener.local_addr().expect("an address");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(listener, tls, router(reviewer), async {
-        let _ = stop_rx.await;
-    }));
+    let server = tokio::spawn(serve(
+        listener,
+        tls,
+        router(reviewer, Arc::default()),
+        Arc::default(),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
 
     let mut roots = rustls::RootCertStore::empty();
     roots

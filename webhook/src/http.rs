@@ -1,6 +1,7 @@
 //! The HTTP routes: `POST /mutate`, `GET /healthz`, 404 for anything else.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
@@ -12,6 +13,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionResponse, AdmissionReview};
 
+use crate::metrics::{Outcome, WebhookMetrics};
 use crate::review::{Reviewer, Verdict};
 
 /// Largest review body read. The apiserver caps a request at 3 MiB, so a
@@ -21,44 +23,70 @@ pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 /// Path the apiserver calls.
 pub const MUTATE_PATH: &str = "/mutate";
 
-pub fn router(reviewer: Arc<Reviewer>) -> Router {
+#[derive(Clone)]
+struct Handler {
+    reviewer: Arc<Reviewer>,
+    metrics: Arc<WebhookMetrics>,
+}
+
+pub fn router(reviewer: Arc<Reviewer>, metrics: Arc<WebhookMetrics>) -> Router {
     Router::new()
         .route(MUTATE_PATH, post(mutate))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
-        .with_state(reviewer)
+        .with_state(Handler { reviewer, metrics })
 }
 
-async fn mutate(State(reviewer): State<Arc<Reviewer>>, request: Request) -> Response {
+async fn mutate(State(handler): State<Handler>, request: Request) -> Response {
+    let started = Instant::now();
+    let (outcome, response) = answer_review(&handler.reviewer, request).await;
+    handler.metrics.observe(outcome, started.elapsed());
+    response
+}
+
+async fn answer_review(reviewer: &Reviewer, request: Request) -> (Outcome, Response) {
     let declared_length = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared_length.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return too_large();
+        return (Outcome::TooLarge, too_large());
     }
     let body = match Limited::new(request.into_body(), MAX_BODY_BYTES)
         .collect()
         .await
     {
         Ok(collected) => collected.to_bytes(),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return too_large(),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            return (Outcome::TooLarge, too_large());
+        }
         Err(e) => {
             let why = format!("could not read the request body: {e}");
-            return answer(StatusCode::BAD_REQUEST, &invalid(&why));
+            return (
+                Outcome::Malformed,
+                answer(StatusCode::BAD_REQUEST, &invalid(&why)),
+            );
         }
     };
     // Reviews take microseconds: no need to leave the async task.
     let (verdict, review) = reviewer.review(&body);
-    let status = match verdict {
-        Verdict::Decided => StatusCode::OK,
+    let (status, outcome) = match verdict {
+        Verdict::Decided => (StatusCode::OK, decided_outcome(&review)),
         Verdict::Malformed => {
             tracing::warn!(bytes = body.len(), "malformed admission review refused");
-            StatusCode::BAD_REQUEST
+            (StatusCode::BAD_REQUEST, Outcome::Malformed)
         }
     };
-    answer(status, &review)
+    (outcome, answer(status, &review))
+}
+
+fn decided_outcome(review: &AdmissionReview<DynamicObject>) -> Outcome {
+    match &review.response {
+        Some(response) if !response.allowed => Outcome::Denied,
+        Some(response) if response.patch.is_some() => Outcome::Injected,
+        _ => Outcome::Skipped,
+    }
 }
 
 fn too_large() -> Response {

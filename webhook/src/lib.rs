@@ -12,6 +12,7 @@ pub mod cert_files;
 pub mod cert_secret;
 pub mod certs;
 pub mod http;
+pub mod metrics;
 mod mutate;
 mod overrides;
 pub mod proxy_configs;
@@ -28,6 +29,7 @@ pub use args::{
     Args, CertSource, DEFAULT_PROXY_IMAGE, FailurePolicy, SidecarModeArg, StandaloneArgs,
 };
 pub use balancings::LocalBalancing;
+pub use metrics::{Outcome, WebhookMetrics};
 pub use mutate::{
     InjectError, InjectionContext, already_injected, injected_version, mutate, wants_injection,
 };

@@ -21,6 +21,7 @@ use crate::cert_files::{self, CertFiles};
 use crate::cert_secret::{CertSecret, MIN_RENEWAL_INTERVAL, ServingMaterial};
 use crate::certs::serving_names;
 use crate::http::router;
+use crate::metrics::WebhookMetrics;
 use crate::proxy_configs::ProxyConfigs;
 use crate::registration::{self, CaBundleOutcome, LocalRegistration};
 use crate::review::Reviewer;
@@ -40,12 +41,13 @@ const REGISTRATION_RETRY: Duration = Duration::from_secs(10);
 pub async fn run(
     client: Client,
     args: Args,
+    metrics: Arc<WebhookMetrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.webhook_listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.webhook_listen))?;
-    run_on(client, args, listener, shutdown).await
+    run_on(client, args, listener, metrics, shutdown).await
 }
 
 /// [`run`] on a listener the caller bound (tests bind port 0).
@@ -53,6 +55,7 @@ pub async fn run_on(
     client: Client,
     args: Args,
     listener: TcpListener,
+    metrics: Arc<WebhookMetrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let mode = sidecar_mode(&client, args.sidecar_mode).await?;
@@ -126,7 +129,14 @@ pub async fn run_on(
         local_url = args.webhook_url.as_deref().unwrap_or(""),
         "admission webhook serving"
     );
-    server::serve(listener, tls, router(reviewer), shutdown).await;
+    server::serve(
+        listener,
+        tls,
+        router(reviewer, metrics.clone()),
+        metrics,
+        shutdown,
+    )
+    .await;
     tasks.abort_all();
     Ok(())
 }

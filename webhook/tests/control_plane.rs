@@ -6,6 +6,7 @@
 //! its own namespace, so tests sharing a control plane cannot see each other.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use grpc_balancer_crds::config::{CONFIG_MAP_KEY, CONFIG_MAP_NAME};
@@ -13,7 +14,7 @@ use grpc_balancer_test_support::namespace::unique_name;
 use grpc_balancer_test_support::{ControlPlane, TestNamespace, poll_until};
 use grpc_balancer_webhook::cert_secret::{CA_KEY, CERT_KEY, CertSecret};
 use grpc_balancer_webhook::certs::serving_names;
-use grpc_balancer_webhook::{Args, StandaloneArgs, annotations};
+use grpc_balancer_webhook::{Args, Outcome, StandaloneArgs, WebhookMetrics, annotations};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{DeleteParams, PostParams};
@@ -33,6 +34,7 @@ struct RunningWebhook {
     configuration: String,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<()>>,
+    metrics: Arc<WebhookMetrics>,
 }
 
 impl RunningWebhook {
@@ -69,10 +71,12 @@ impl RunningWebhook {
             .expect("flags parse")
             .webhook;
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let metrics = Arc::new(WebhookMetrics::default());
         let task = tokio::spawn(grpc_balancer_webhook::run_on(
             client.clone(),
             args,
             listener,
+            metrics.clone(),
             async {
                 let _ = stop_rx.await;
             },
@@ -81,6 +85,7 @@ impl RunningWebhook {
             configuration,
             stop: Some(stop_tx),
             task,
+            metrics,
         }
     }
 
@@ -199,10 +204,16 @@ async fn annotated_pods_get_the_proxy_and_others_are_untouched() {
     let pods: Api<Pod> = ns.api();
     wait_until_injecting(&pods, false).await;
 
+    let injected_before = webhook.metrics.reviews(Outcome::Injected);
     let created = pods
         .create(&PostParams::default(), &pod("client", true, false))
         .await
         .expect("the annotated pod is admitted");
+    assert_eq!(
+        webhook.metrics.reviews(Outcome::Injected),
+        injected_before + 1,
+        "the apiserver's call is counted once"
+    );
     let stored = pods.get("client").await.expect("the pod is stored");
     for p in [&created, &stored] {
         let spec = p.spec.as_ref().expect("a spec");

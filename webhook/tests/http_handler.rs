@@ -9,12 +9,16 @@ use axum::http::{Method, Request, StatusCode, header};
 use grpc_balancer_webhook::http::{MAX_BODY_BYTES, router};
 use grpc_balancer_webhook::proxy_configs::ProxyConfigs;
 use grpc_balancer_webhook::review::Reviewer;
-use grpc_balancer_webhook::{Args, LocalBalancing, SidecarMode};
+use grpc_balancer_webhook::{Args, LocalBalancing, Outcome, SidecarMode, WebhookMetrics};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
 fn app() -> axum::Router {
+    app_with(Arc::default())
+}
+
+fn app_with(metrics: Arc<WebhookMetrics>) -> axum::Router {
     let settings = Args::defaults()
         .expect("default flags parse")
         .proxy_settings(SidecarMode::Native);
@@ -26,20 +30,32 @@ fn app() -> axum::Router {
             address: "127.0.0.1:15001".into(),
         }],
     );
-    router(Arc::new(Reviewer {
-        settings: Arc::new(settings),
-        configs: Arc::new(configs),
-    }))
+    router(
+        Arc::new(Reviewer {
+            settings: Arc::new(settings),
+            configs: Arc::new(configs),
+        }),
+        metrics,
+    )
 }
 
 async fn call(method: Method, path: &str, body: impl Into<Body>) -> (StatusCode, Vec<u8>) {
+    call_app(app(), method, path, body).await
+}
+
+async fn call_app(
+    app: axum::Router,
+    method: Method,
+    path: &str,
+    body: impl Into<Body>,
+) -> (StatusCode, Vec<u8>) {
     let request = Request::builder()
         .method(method)
         .uri(path)
         .header(header::CONTENT_TYPE, "application/json")
         .body(body.into())
         .expect("a request");
-    let response = app().oneshot(request).await.expect("the router answers");
+    let response = app.oneshot(request).await.expect("the router answers");
     let status = response.status();
     let body = response
         .into_body()
@@ -271,4 +287,65 @@ fn patch_bytes(patch: &Value) -> Vec<u8> {
                 .expect("a byte")
         })
         .collect()
+}
+
+#[tokio::test]
+async fn every_outcome_is_counted_once() {
+    let metrics = Arc::new(WebhookMetrics::default());
+    let app = app_with(metrics.clone());
+    let plain = json!({ "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "p" }, "spec": { "containers": [] } });
+    let bad_override = annotated_pod(json!({ "grpcbalancer.io/proxy-memory-limit": "100Gi" }));
+    let bodies: Vec<(Body, StatusCode)> = vec![
+        (
+            review("c-1", "CREATE", annotated_pod(json!({})))
+                .to_string()
+                .into(),
+            StatusCode::OK,
+        ),
+        (
+            review("c-2", "CREATE", annotated_pod(json!({})))
+                .to_string()
+                .into(),
+            StatusCode::OK,
+        ),
+        (
+            review("c-3", "CREATE", plain).to_string().into(),
+            StatusCode::OK,
+        ),
+        (
+            review("c-4", "CREATE", bad_override).to_string().into(),
+            StatusCode::OK,
+        ),
+        ("{".into(), StatusCode::BAD_REQUEST),
+        (
+            vec![b' '; MAX_BODY_BYTES + 1].into(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+    ];
+    for (body, expected) in bodies {
+        let (status, _) = call_app(app.clone(), Method::POST, "/mutate", body).await;
+        assert_eq!(status, expected);
+    }
+    // Not reviews: not counted.
+    call_app(app.clone(), Method::GET, "/healthz", "").await;
+    call_app(app, Method::POST, "/validate", "{}").await;
+
+    let counted = [
+        Outcome::Injected,
+        Outcome::Skipped,
+        Outcome::Denied,
+        Outcome::Malformed,
+        Outcome::TooLarge,
+    ]
+    .map(|outcome| (outcome, metrics.reviews(outcome)));
+    assert_eq!(
+        counted,
+        [
+            (Outcome::Injected, 2),
+            (Outcome::Skipped, 1),
+            (Outcome::Denied, 1),
+            (Outcome::Malformed, 1),
+            (Outcome::TooLarge, 1),
+        ]
+    );
 }

@@ -5,13 +5,14 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use grpc_balancer_test_support::assert_eventually;
 use grpc_balancer_webhook::certs::{generate, serving_names};
 use grpc_balancer_webhook::http::router;
 use grpc_balancer_webhook::proxy_configs::ProxyConfigs;
 use grpc_balancer_webhook::review::Reviewer;
 use grpc_balancer_webhook::server::serve;
 use grpc_balancer_webhook::tls::{ServingCert, certified_key, crypto_provider, server_config};
-use grpc_balancer_webhook::{Args, SidecarMode};
+use grpc_balancer_webhook::{Args, Outcome, SidecarMode, WebhookMetrics};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
@@ -96,9 +97,16 @@ async fn serves_reviews_over_tls_and_swaps_certificates() {
     let addr = listener.local_addr().expect("an address");
     let tls = Arc::new(server_config(serving.clone()).expect("TLS settings"));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(listener, tls, router(reviewer), async {
-        let _ = stop_rx.await;
-    }));
+    let metrics = Arc::new(WebhookMetrics::default());
+    let server = tokio::spawn(serve(
+        listener,
+        tls,
+        router(reviewer, metrics.clone()),
+        metrics.clone(),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
 
     let review = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"t-1","kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},"operation":"CREATE","userInfo":{},"object":{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","annotations":{"grpcbalancer.io/sidecar.inject":"true"}},"spec":{"containers":[{"name":"app"}]}}}}"#;
     for name in [
@@ -120,6 +128,8 @@ async fn serves_reviews_over_tls_and_swaps_certificates() {
         .await
         .expect("answers");
     assert_eq!(status, 404);
+    assert_eq!(metrics.reviews(Outcome::Injected), 3, "one per good review");
+    assert_eq!(metrics.tls_handshake_failures(), 0);
 
     // A name outside the certificate fails verification.
     let err = post(addr, &first.ca_pem, "elsewhere.example", "/mutate", review).await;
@@ -127,6 +137,14 @@ async fn serves_reviews_over_tls_and_swaps_certificates() {
         err.is_err(),
         "a name the certificate does not cover must not verify"
     );
+    // The client aborts the handshake; the server counts it (an apiserver
+    // with a stale caBundle shows up this way).
+    assert_eventually(
+        "the failed handshake to be counted",
+        Duration::from_secs(10),
+        || async { metrics.tls_handshake_failures() == 1 },
+    )
+    .await;
 
     // Swap: the next handshake presents the new certificate, trusted by the new CA only.
     let second = generate(&names(), SystemTime::now()).expect("certificates");
