@@ -2,13 +2,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use std::sync::Arc;
-
-use crate::leader::LeaderSettings;
 use grpc_balancer_webhook::WebhookMetrics;
 
+use crate::leader::LeaderSettings;
 use crate::metrics::{ApiRequestCounter, Metrics};
 
 /// Everything [`crate::run`] needs besides the client.

@@ -72,7 +72,7 @@ impl WebhookMetrics {
         );
         sub.register(
             "admission_review_duration_seconds",
-            "Time from reading a review's body to writing the answer",
+            "Time to read a review's body, decide and encode the answer (TLS and HTTP framing excluded)",
             self.duration.clone(),
         );
         sub.register(
