@@ -4,7 +4,6 @@
 //! nobody notices until an incident.
 
 use std::collections::BTreeSet;
-
 use std::time::Duration;
 
 use grpc_balancer_operator::metrics::{ApiRequestCounter, Metrics as OperatorMetrics};
@@ -110,7 +109,9 @@ fn exported() -> Vec<Family> {
     for registry in [&proxy_registry, &operator.registry] {
         let found = families(registry);
         // Every registered metric must have been given a series above, or
-        // the checks below would silently skip it.
+        // the checks below would silently skip it. The count comes from the
+        // registry's Debug output (one `Descriptor` per metric); should a
+        // prometheus-client release print it differently, this fails loudly.
         let registered = format!("{registry:?}").matches("Descriptor {").count();
         assert_eq!(
             found.len(),
