@@ -22,12 +22,7 @@ async fn one_connection_direct_lands_on_one_backend_and_the_proxy_spreads_it() {
     assert_eq!(counts.values().sum::<usize>(), 300);
 
     // Through the proxy with round robin, still over ONE client connection.
-    let proxy = start_proxy(config(vec![balancing(
-        "greeter",
-        PolicyKind::RoundRobin,
-        vec![static_subset("all", 1, &addrs)],
-    )]))
-    .await;
+    let proxy = start_proxy(config(vec![greeter_balancing(&bs, PolicyKind::RoundRobin)])).await;
     wait_ready(&proxy, "greeter", 3).await;
     let mut client = proxy.client("greeter").await;
     let counts = spread(&mut client, 300).await;

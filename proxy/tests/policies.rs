@@ -87,12 +87,7 @@ async fn random_uses_every_backend() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ring_hash_keeps_a_key_on_one_backend_and_spreads_keys() {
     let bs = backends(3).await;
-    let addrs: Vec<_> = bs.iter().map(|b| b.addr()).collect();
-    let mut b = balancing(
-        "greeter",
-        PolicyKind::RingHash,
-        vec![static_subset("all", 1, &addrs)],
-    );
+    let mut b = greeter_balancing(&bs, PolicyKind::RingHash);
     b.policy.header = Some("x-user".into());
     let proxy = start_proxy(config(vec![b])).await;
     wait_ready(&proxy, "greeter", 3).await;

@@ -105,12 +105,7 @@ async fn the_retry_budget_bounds_retries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_endpoint_is_ejected_with_back_off_and_returns() {
     let bs = backends(3).await;
-    let addrs: Vec<_> = bs.iter().map(|b| b.addr()).collect();
-    let mut b = balancing(
-        "greeter",
-        PolicyKind::RoundRobin,
-        vec![static_subset("all", 1, &addrs)],
-    );
+    let mut b = greeter_balancing(&bs, PolicyKind::RoundRobin);
     b.outlier_detection.consecutive_failures = 3;
     b.outlier_detection.base_ejection_time = config::Duration::from_millis(500);
     b.outlier_detection.max_ejection_time = config::Duration::from_secs(5);
@@ -149,12 +144,7 @@ async fn ejection_never_exceeds_max_percent() {
     for b in &bs {
         b.set_faults(Faults::fail(Code::Unavailable, "all sick"));
     }
-    let addrs: Vec<_> = bs.iter().map(|b| b.addr()).collect();
-    let mut b = balancing(
-        "greeter",
-        PolicyKind::RoundRobin,
-        vec![static_subset("all", 1, &addrs)],
-    );
+    let mut b = greeter_balancing(&bs, PolicyKind::RoundRobin);
     b.outlier_detection.consecutive_failures = 2;
     b.outlier_detection.max_ejection_percent = 50;
     let proxy = start_proxy(config(vec![b])).await;
@@ -175,12 +165,7 @@ async fn ejection_never_exceeds_max_percent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_checks_take_a_not_serving_endpoint_out_and_back() {
     let bs = backends(2).await;
-    let addrs: Vec<_> = bs.iter().map(|b| b.addr()).collect();
-    let mut b = balancing(
-        "greeter",
-        PolicyKind::RoundRobin,
-        vec![static_subset("all", 1, &addrs)],
-    );
+    let mut b = greeter_balancing(&bs, PolicyKind::RoundRobin);
     b.health_check = Some(HealthCheck {
         service: String::new(),
         interval: config::Duration::from_millis(100),
@@ -239,13 +224,7 @@ async fn upstream_goaway_and_killed_backends_fail_no_call() {
                 .expect("backend"),
         );
     }
-    let addrs: Vec<_> = bs.iter().map(|b| b.addr()).collect();
-    let proxy = start_proxy(config(vec![balancing(
-        "greeter",
-        PolicyKind::PeakEwma,
-        vec![static_subset("all", 1, &addrs)],
-    )]))
-    .await;
+    let proxy = start_proxy(config(vec![greeter_balancing(&bs, PolicyKind::PeakEwma)])).await;
     wait_ready(&proxy, "greeter", 3).await;
     let client = proxy.client("greeter").await;
     let started = tokio::time::Instant::now();

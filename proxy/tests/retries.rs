@@ -34,12 +34,7 @@ async fn retries(proxy: &Proxy, outcome: &str) -> f64 {
 /// A round-robin balancing over `backends` with the given idempotent
 /// methods; ejection is off so failing backends stay in rotation.
 fn retrying_balancing(backends: &[RunningBackend], idempotent: &[&str]) -> config::Balancing {
-    let addrs: Vec<_> = backends.iter().map(|b| b.addr()).collect();
-    let mut b = balancing(
-        "greeter",
-        PolicyKind::RoundRobin,
-        vec![static_subset("all", 1, &addrs)],
-    );
+    let mut b = greeter_balancing(backends, PolicyKind::RoundRobin);
     b.outlier_detection.consecutive_failures = 0;
     b.retries.max_attempts = 3;
     b.retries.min_retries_per_second = 1000;

@@ -142,13 +142,7 @@ pub async fn start_proxy(config: ProxyConfig) -> Proxy {
 /// every endpoint ready. Keep the backends alive: dropping them kills them.
 pub async fn greeter_proxy(n: usize, policy: PolicyKind) -> (Vec<RunningBackend>, Proxy) {
     let bs = backends(n).await;
-    let addrs: Vec<_> = bs.iter().map(|b| b.addr()).collect();
-    let proxy = start_proxy(config(vec![balancing(
-        "greeter",
-        policy,
-        vec![static_subset("all", 1, &addrs)],
-    )]))
-    .await;
+    let proxy = start_proxy(config(vec![greeter_balancing(&bs, policy)])).await;
     wait_ready(&proxy, "greeter", n).await;
     (bs, proxy)
 }
@@ -253,4 +247,10 @@ pub async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// A balancing named "greeter" with `policy` over `backends`, as one subset.
+pub fn greeter_balancing(backends: &[RunningBackend], policy: PolicyKind) -> Balancing {
+    let addrs: Vec<_> = backends.iter().map(|b| b.addr()).collect();
+    balancing("greeter", policy, vec![static_subset("all", 1, &addrs)])
 }
