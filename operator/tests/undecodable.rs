@@ -47,6 +47,26 @@ async fn ready_of(api: &Api<DynamicObject>, name: &str) -> Result<(String, Strin
     ))
 }
 
+/// Waits until `balancing`'s Ready reason is `reason` and the namespace's
+/// proxy config holds exactly `names`.
+async fn wait_for_state(
+    what: &str,
+    (api, client, ns): (&Api<DynamicObject>, &kube::Client, &str),
+    (balancing, reason): (&str, &str),
+    names: &[&str],
+) {
+    poll_until(what, TIMEOUT, || async {
+        let (got, _) = ready_of(api, balancing).await?;
+        let have = names_in_config(client, ns).await?;
+        if got == reason && have == names {
+            Ok(())
+        } else {
+            Err(format!("Ready {got}, config has {have:?}"))
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_undecodable_balancing_is_reported_and_skipped() {
     let cp = ControlPlane::shared().await;
@@ -131,15 +151,12 @@ async fn an_undecodable_balancing_is_reported_and_skipped() {
         )
         .await
         .expect("the bad balancing is fixed");
-    poll_until("the fixed balancing to be reconciled", TIMEOUT, || async {
-        let (reason, _) = ready_of(&untyped, "bad").await?;
-        let names = names_in_config(&client, ns.name()).await?;
-        if reason == "NoEndpoints" && names == ["bad", "good"] {
-            Ok(())
-        } else {
-            Err(format!("Ready {reason}, config has {names:?}"))
-        }
-    })
+    wait_for_state(
+        "the fixed balancing to be reconciled",
+        (&untyped, &client, ns.name()),
+        ("bad", "NoEndpoints"),
+        &["bad", "good"],
+    )
     .await;
 
     // Broken after it was read: it leaves the proxy config, is reported.
@@ -151,18 +168,11 @@ async fn an_undecodable_balancing_is_reported_and_skipped() {
         )
         .await
         .expect("the good balancing is broken");
-    poll_until(
+    wait_for_state(
         "the broken balancing to leave the config and be reported",
-        TIMEOUT,
-        || async {
-            let (reason, _) = ready_of(&untyped, "good").await?;
-            let names = names_in_config(&client, ns.name()).await?;
-            if reason == "InvalidSpec" && names == ["bad"] {
-                Ok(())
-            } else {
-                Err(format!("Ready {reason}, config has {names:?}"))
-            }
-        },
+        (&untyped, &client, ns.name()),
+        ("good", "InvalidSpec"),
+        &["bad"],
     )
     .await;
 
