@@ -11,6 +11,7 @@ use grpc_balancer_crds::config::{
     Queue, Retries, Subset,
 };
 
+use crate::admin::DebugAccess;
 use crate::app::{ConfigSource, Settings};
 use crate::telemetry::LogFormat;
 
@@ -69,8 +70,22 @@ pub struct RunArgs {
     #[arg(long)]
     pub hash_header: Option<String>,
     /// Admin server (/live, /ready, /metrics, /config, /endpoints).
+    /// `[::]:PORT` listens on IPv6 and IPv4 (IPv4 only where the kernel has
+    /// no IPv6).
     #[arg(long, default_value = "127.0.0.1:9901")]
     pub admin: SocketAddr,
+    /// Who may read /config and /endpoints: `loopback` peers only, or `any`.
+    /// /live, /ready and /metrics answer everyone.
+    #[arg(long, value_enum, default_value = "loopback")]
+    pub admin_debug: DebugAccess,
+    /// HTTP/2 ping to an endpoint after this long without a frame from it,
+    /// only while calls are open on the connection; 0s: no pings. gRPC
+    /// servers allow one per 5 minutes by default.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub upstream_ping_interval: Duration,
+    /// How long such a ping may go unanswered before the connection closes.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    pub upstream_ping_timeout: Duration,
     /// DNS server (ip:port) used instead of /etc/resolv.conf's.
     #[arg(long)]
     pub dns_server: Option<SocketAddr>,
@@ -103,6 +118,9 @@ impl RunArgs {
         };
         let mut s = Settings::new(source);
         s.admin = self.admin;
+        s.admin_debug = self.admin_debug;
+        s.connect.ping_interval = Some(self.upstream_ping_interval).filter(|d| !d.is_zero());
+        s.connect.ping_timeout = self.upstream_ping_timeout;
         s.dns_server = self.dns_server;
         s.drain_timeout = self.drain_timeout;
         Ok(s)
