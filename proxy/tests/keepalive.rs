@@ -1,0 +1,165 @@
+//! Upstream keepalive against a real grpc-go server with its default
+//! enforcement: at most one ping per MinTime (5 minutes by default) while
+//! calls are open, none at all on a connection without calls; more and it
+//! answers GOAWAY too_many_pings, cutting the calls in flight.
+//!
+//! Both timers are scaled down (the server's MinTime and the proxy's ping
+//! interval, in the ratio of the defaults) so the test takes seconds: an
+//! idle connection must not be cut and re-dialled, and a quiet stream must
+//! live well past several MinTimes.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use grpc_balancer_crds::config::PolicyKind;
+use grpc_balancer_proxy::ConfigSource;
+use grpc_balancer_proxy::transport::{DEFAULT_PING_INTERVAL, DEFAULT_TCP_KEEPALIVE};
+use support::*;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+
+/// grpc-go's MinTime, scaled: 1 s here stands for 100 s there.
+const SERVER_MIN_PING: Duration = Duration::from_secs(3);
+
+fn server_binary() -> PathBuf {
+    let root = std::env::var_os("GRPC_BALANCER_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(&std::env::var_os("HOME").expect("HOME is set")).join(".cache/grpc-balancer")
+        });
+    let binary = root.join("interop/bin/grpc-go-health-server");
+    assert!(
+        binary.is_file(),
+        "the grpc-go server is not installed ({} is missing): run scripts/install-interop-clients",
+        binary.display()
+    );
+    binary
+}
+
+struct GoServer {
+    addr: std::net::SocketAddr,
+    lines: Arc<Mutex<Vec<String>>>,
+    _child: tokio::process::Child,
+}
+
+impl GoServer {
+    async fn start() -> GoServer {
+        let mut child = tokio::process::Command::new(server_binary())
+            .arg("--min-ping-interval")
+            .arg(format!("{}s", SERVER_MIN_PING.as_secs()))
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the grpc-go server");
+        let mut out = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let first = tokio::time::timeout(Duration::from_secs(10), out.next_line())
+            .await
+            .expect("the grpc-go server starts")
+            .expect("read")
+            .expect("a line");
+        let addr = first
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+            .parse()
+            .expect("an address");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(l)) = out.next_line().await {
+                sink.lock().expect("lines").push(l);
+            }
+        });
+        GoServer {
+            addr,
+            lines,
+            _child: child,
+        }
+    }
+
+    fn connections(&self) -> usize {
+        self.lines
+            .lock()
+            .expect("lines")
+            .iter()
+            .filter(|l| l.starts_with("accepted connection"))
+            .count()
+    }
+}
+
+#[test]
+fn the_defaults_respect_grpc_servers_default_enforcement() {
+    // grpc-go / grpc-java: MinTime 5 min; C-core: 5 min between pings
+    // without data.
+    assert!(DEFAULT_PING_INTERVAL >= Duration::from_secs(300));
+    assert!(DEFAULT_TCP_KEEPALIVE <= Duration::from_secs(30));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_go_server_neither_cuts_idle_connections_nor_quiet_streams() {
+    let go = GoServer::start().await;
+    let b = balancing(
+        "go",
+        PolicyKind::RoundRobin,
+        vec![static_subset("all", 1, &[go.addr])],
+    );
+    let mut settings = test_settings(ConfigSource::Fixed(config(vec![b])));
+    // The default interval in the default ratio to the server's MinTime
+    // (5 min to 5 min).
+    let scale = SERVER_MIN_PING.as_secs_f64() / Duration::from_secs(300).as_secs_f64();
+    settings.connect.ping_interval = Some(DEFAULT_PING_INTERVAL.mul_f64(scale));
+    settings.connect.ping_timeout = Duration::from_secs(1);
+    let proxy = start(settings).await;
+    wait_ready(&proxy, "go", 1).await;
+    let mut health = HealthClient::new(
+        tonic::transport::Endpoint::from_shared(format!("http://{}", proxy.addr("go")))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect to the proxy"),
+    );
+    let check = health
+        .check(HealthCheckRequest::default())
+        .await
+        .expect("Check through the proxy");
+    assert_eq!(check.into_inner().status, ServingStatus::Serving as i32);
+    assert_eq!(go.connections(), 1);
+
+    // Idle: any ping on a connection without calls is a strike, and the
+    // third one a GOAWAY. Watch the connection over more than three
+    // scaled MinTimes.
+    tokio::time::sleep(SERVER_MIN_PING * 3 + Duration::from_secs(1)).await;
+    assert_eq!(
+        go.connections(),
+        1,
+        "the idle connection was cut and re-dialled: {:?}",
+        go.lines.lock().expect("lines")
+    );
+
+    // A quiet stream: Watch answers once, then nothing while the status
+    // stays. It must outlive several MinTimes.
+    let mut watch = health
+        .watch(HealthCheckRequest::default())
+        .await
+        .expect("Watch through the proxy")
+        .into_inner();
+    let first = watch.message().await.expect("first status").expect("one");
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+    let quiet = tokio::time::timeout(SERVER_MIN_PING * 4, watch.message()).await;
+    assert!(
+        quiet.is_err(),
+        "the quiet stream ended: {quiet:?}; server: {:?}",
+        go.lines.lock().expect("lines")
+    );
+    assert_eq!(go.connections(), 1, "{:?}", go.lines.lock().expect("lines"));
+    health
+        .check(HealthCheckRequest::default())
+        .await
+        .expect("still serving");
+    drop(watch);
+    proxy.stop().await;
+}
