@@ -582,7 +582,8 @@ pub async fn run(
         task_state.draining.store(true, Ordering::Release);
         stop_all(&task_state).await;
         admin_stop.cancel();
-        let _ = admin_task.await;
+        // A scraper holding a connection open must not hold the exit.
+        let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;
         tracing::info!("proxy stopped");
     });
     Ok(RunningProxy {

@@ -492,3 +492,47 @@ async fn run_subset(
         r.stop.cancel();
     }
 }
+
+#[cfg(test)]
+mod rendezvous_tests {
+    use super::*;
+
+    fn winner(key: u64, subsets: &[(u64, u32)]) -> usize {
+        subsets
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, w))| *w > 0)
+            .map(|(i, (seed, w))| (rendezvous_score(key, *seed, *w), i))
+            .min_by(|a, b| a.partial_cmp(b).expect("scores are finite"))
+            .map(|(_, i)| i)
+            .expect("a subset with weight")
+    }
+
+    #[test]
+    fn random_keys_follow_the_weights() {
+        let subsets = [
+            (stable_hash(b"v1"), 1),
+            (stable_hash(b"v2"), 3),
+            (stable_hash(b"off"), 0),
+        ];
+        let mut wins = [0u32; 3];
+        for _ in 0..40_000 {
+            wins[winner(random_u64(), &subsets)] += 1;
+        }
+        assert_eq!(wins[2], 0, "{wins:?}");
+        let share = f64::from(wins[0]) / 40_000.0;
+        assert!((0.23..0.27).contains(&share), "{wins:?}");
+    }
+
+    #[test]
+    fn a_weight_change_moves_keys_only_towards_the_heavier_subset() {
+        let before = [(stable_hash(b"v1"), 1), (stable_hash(b"v2"), 1)];
+        let after = [(stable_hash(b"v1"), 1), (stable_hash(b"v2"), 4)];
+        for key in 0..10_000u64 {
+            let key = stable_hash(&key.to_le_bytes());
+            let (b, a) = (winner(key, &before), winner(key, &after));
+            assert!(b == a || a == 1, "key {key} moved from {b} to {a}");
+            assert_eq!(winner(key, &before), b, "stable for a key");
+        }
+    }
+}

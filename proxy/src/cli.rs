@@ -103,7 +103,9 @@ pub struct RunArgs {
 pub enum CliError {
     #[error("give --config FILE, or --listen ADDR with --endpoint HOST:PORT")]
     NothingToRun,
-    #[error("--endpoint {0:?} is not host:port")]
+    #[error(
+        "--endpoint {0:?} is not host:port (an IPv6 address goes in brackets: [fd00::1]:50051)"
+    )]
     BadEndpoint(String),
     #[error("{0}")]
     Invalid(config::ConfigError),
@@ -139,6 +141,7 @@ impl RunArgs {
             }
             let (host, port) = e
                 .rsplit_once(':')
+                .filter(|(host, _)| !host.is_empty() && !host.contains(':'))
                 .ok_or_else(|| CliError::BadEndpoint(e.clone()))?;
             let port: u16 = port.parse().map_err(|_| CliError::BadEndpoint(e.clone()))?;
             subsets.push(Subset {
@@ -216,5 +219,81 @@ pub fn check(path: &std::path::Path) -> (String, bool) {
             }
             (out, false)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn settings(args: &[&str]) -> Result<Settings, CliError> {
+        let cli =
+            Cli::try_parse_from(std::iter::once("grpc-balancer-proxy").chain(args.iter().copied()))
+                .expect("flags parse");
+        cli.run.settings()
+    }
+
+    #[test]
+    fn ipv6_listeners_and_endpoints_on_the_command_line() {
+        let s = settings(&[
+            "--listen",
+            "[::1]:15001",
+            "--endpoint",
+            "[fd00::1]:50051",
+            "--endpoint",
+            "greeter.local:50051",
+            "--admin",
+            "[::]:9901",
+        ])
+        .expect("valid");
+        assert_eq!(s.admin, "[::]:9901".parse().expect("addr"));
+        let ConfigSource::Fixed(c) = s.config else {
+            panic!("a fixed config")
+        };
+        let b = &c.balancings[0];
+        assert_eq!(b.listen, "[::1]:15001");
+        assert_eq!(
+            b.subsets[0].discovery.static_endpoints.as_deref(),
+            Some(&["[fd00::1]:50051".to_owned()][..])
+        );
+        assert_eq!(
+            b.subsets[1].discovery.dns.as_ref().map(|d| d.name.as_str()),
+            Some("greeter.local")
+        );
+    }
+
+    #[test]
+    fn an_unbracketed_ipv6_endpoint_is_refused_with_a_hint() {
+        for bad in ["fd00::1:50051", "::1", ":50051"] {
+            let e = settings(&["--listen", "127.0.0.1:15001", "--endpoint", bad])
+                .err()
+                .unwrap_or_else(|| panic!("{bad} accepted"));
+            assert!(e.to_string().contains("brackets"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn upstream_ping_flags() {
+        let s =
+            settings(&["--listen", "127.0.0.1:15001", "--endpoint", "127.0.0.1:1"]).expect("valid");
+        assert_eq!(
+            s.connect.ping_interval,
+            Some(crate::transport::DEFAULT_PING_INTERVAL)
+        );
+        assert_eq!(s.admin_debug, DebugAccess::Loopback);
+        let s = settings(&[
+            "--listen",
+            "127.0.0.1:15001",
+            "--endpoint",
+            "127.0.0.1:1",
+            "--upstream-ping-interval",
+            "0s",
+            "--admin-debug",
+            "any",
+        ])
+        .expect("valid");
+        assert_eq!(s.connect.ping_interval, None);
+        assert_eq!(s.admin_debug, DebugAccess::Any);
     }
 }

@@ -31,10 +31,10 @@ fn proxy_args(argv: &[&str]) -> Vec<String> {
 fn proxy_container_args(v: &Value) -> Option<Vec<String>> {
     match v {
         Value::Object(o) => {
-            if o.get("name").and_then(Value::as_str) == Some(PROXY_CONTAINER_NAME) {
-                if let Some(args) = o.get("args") {
-                    return serde_json::from_value(args.clone()).ok();
-                }
+            if o.get("name").and_then(Value::as_str) == Some(PROXY_CONTAINER_NAME)
+                && let Some(args) = o.get("args")
+            {
+                return serde_json::from_value(args.clone()).ok();
             }
             o.values().find_map(proxy_container_args)
         }
