@@ -208,3 +208,107 @@ async fn a_config_file_whose_listener_cannot_bind_does_not_stop_the_proxy() {
     .await;
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_on_the_admin_port_is_refused_and_the_rest_serves() {
+    let bs = backends(2).await;
+    let admin_addr = free_addr();
+    let good = free_addr();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.yaml");
+    // A balancing on the proxy's own admin port: before, it took the port
+    // and the admin server then failed to bind, so the proxy exited.
+    write(
+        &path,
+        vec![
+            named("clash", admin_addr, bs[0].addr()),
+            named("good", good, bs[1].addr()),
+        ],
+    );
+    let mut settings = test_settings(ConfigSource::File(path.clone()));
+    settings.admin = admin_addr;
+    let proxy = start(settings).await;
+    assert_eq!(proxy.admin(), admin_addr);
+    eventually(Duration::from_secs(10), "good serves", || async move {
+        answered_by(good, "b1").await
+    })
+    .await;
+    let (status, body) = admin_get(admin_addr, "/ready").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        proxy
+            .running
+            .as_ref()
+            .and_then(|r| r.listener_addr("clash"))
+            .is_none()
+    );
+    let (_, metrics) = admin_get(admin_addr, "/metrics").await;
+    assert!(
+        metrics.contains("grpc_balancer_config_reloads_total{result=\"partial\"} 1"),
+        "{metrics}"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_balancing_keeps_its_last_good_config_and_the_others_apply() {
+    let bs = backends(3).await;
+    let (pa, pb) = (free_addr(), free_addr());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.yaml");
+    write(
+        &path,
+        vec![named("a", pa, bs[0].addr()), named("b", pb, bs[1].addr())],
+    );
+    let proxy = start(test_settings(ConfigSource::File(path.clone()))).await;
+    let admin = proxy.admin();
+    eventually(Duration::from_secs(10), "a and b serve", || async move {
+        answered_by(pa, "b0").await && answered_by(pb, "b1").await
+    })
+    .await;
+    // One edit breaks "a" (the sidecar's admin port) and moves "b" to
+    // another backend.
+    let mut broken = named("a", pa, bs[0].addr());
+    broken.listen = "127.0.0.1:9901".into();
+    write(&path, vec![broken, named("b", pb, bs[2].addr())]);
+    eventually(
+        Duration::from_secs(10),
+        "b's change applies",
+        || async move { answered_by(pb, "b2").await },
+    )
+    .await;
+    assert!(answered_by(pa, "b0").await, "a keeps its last good config");
+    let (status, body) = admin_get(admin, "/ready").await;
+    assert_eq!(status, 200, "{body}");
+    let (_, metrics) = admin_get(admin, "/metrics").await;
+    assert!(
+        metrics.contains("grpc_balancer_config_reloads_total{result=\"partial\"} 1"),
+        "{metrics}"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_starting_on_an_unreadable_config_is_ready_and_applies_the_fix() {
+    let bs = backends(1).await;
+    let listen = free_addr();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, "balancings: [ {").expect("write");
+    let proxy = start(test_settings(ConfigSource::File(path.clone()))).await;
+    let admin = proxy.admin();
+    // Before: /ready stayed 503, so a native sidecar's pod never started
+    // its app, until someone fixed the file.
+    eventually(Duration::from_secs(5), "ready", || async move {
+        admin_get(admin, "/ready").await.0 == 200
+    })
+    .await;
+    write(&path, vec![named("late", listen, bs[0].addr())]);
+    eventually(
+        Duration::from_secs(10),
+        "the fixed file applies",
+        || async move { answered_by(listen, "b0").await },
+    )
+    .await;
+    proxy.stop().await;
+}
