@@ -26,13 +26,17 @@ use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus}
 /// grpc-go's MinTime, scaled: 1 s here stands for 100 s there.
 const SERVER_MIN_PING: Duration = Duration::from_secs(3);
 
-fn server_binary() -> PathBuf {
-    let root = std::env::var_os("GRPC_BALANCER_CACHE")
+fn interop_cache() -> PathBuf {
+    std::env::var_os("GRPC_BALANCER_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             Path::new(&std::env::var_os("HOME").expect("HOME is set")).join(".cache/grpc-balancer")
-        });
-    let binary = root.join("interop/bin/grpc-go-health-server");
+        })
+        .join("interop")
+}
+
+fn server_binary() -> PathBuf {
+    let binary = interop_cache().join("bin/grpc-go-health-server");
     assert!(
         binary.is_file(),
         "the grpc-go server is not installed ({} is missing): run scripts/install-interop-clients",
@@ -161,5 +165,102 @@ async fn a_grpc_go_server_neither_cuts_idle_connections_nor_quiet_streams() {
         .await
         .expect("still serving");
     drop(watch);
+    proxy.stop().await;
+}
+
+/// The proxy in front of one backend, with the ping interval in the default
+/// ratio to the server's (scaled) minimum.
+async fn proxy_to(backend: std::net::SocketAddr) -> Proxy {
+    let b = balancing(
+        "up",
+        PolicyKind::RoundRobin,
+        vec![static_subset("all", 1, &[backend])],
+    );
+    let mut settings = test_settings(ConfigSource::Fixed(config(vec![b])));
+    let scale = SERVER_MIN_PING.as_secs_f64() / Duration::from_secs(300).as_secs_f64();
+    settings.connect.ping_interval = Some(DEFAULT_PING_INTERVAL.mul_f64(scale));
+    settings.connect.ping_timeout = Duration::from_secs(1);
+    let proxy = start(settings).await;
+    wait_ready(&proxy, "up", 1).await;
+    proxy
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_c_core_server_neither_cuts_idle_connections_nor_quiet_streams() {
+    let cache = interop_cache();
+    let python = cache.join("python/bin/python");
+    let stubs = cache.join("python-stubs");
+    assert!(
+        python.is_file() && stubs.join("greeter_pb2_grpc.py").is_file(),
+        "the Python grpcio venv is not installed: run scripts/install-interop-clients"
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../interop/python/quiet_server.py");
+    let mut child = tokio::process::Command::new(python)
+        .arg(script)
+        .arg("--stubs")
+        .arg(stubs)
+        .arg("--min-ping-interval-ms")
+        .arg(SERVER_MIN_PING.as_millis().to_string())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the grpcio server");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = tokio::time::timeout(Duration::from_secs(20), out.next_line())
+        .await
+        .expect("the grpcio server starts")
+        .expect("read")
+        .expect("a line");
+    let addr = first
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .parse()
+        .expect("an address");
+    let proxy = proxy_to(addr).await;
+    let mut client = proxy.client("up").await;
+    // The server answers with its peer: the proxy's end of the connection.
+    let peer = |r: grpc_balancer_greeter::pb::HelloReply| r.message;
+    let before = peer(
+        client
+            .say_hello(hello("a"))
+            .await
+            .expect("call")
+            .into_inner(),
+    );
+
+    tokio::time::sleep(SERVER_MIN_PING * 3 + Duration::from_secs(1)).await;
+    let after_idle = peer(
+        client
+            .say_hello(hello("b"))
+            .await
+            .expect("call")
+            .into_inner(),
+    );
+    assert_eq!(
+        before, after_idle,
+        "the idle connection was cut and re-dialled"
+    );
+
+    let mut stream = client
+        .say_hello_stream(hello("quiet"))
+        .await
+        .expect("a stream through the proxy")
+        .into_inner();
+    let first = stream.message().await.expect("first reply").expect("one");
+    assert_eq!(first.message, "first");
+    let quiet = tokio::time::timeout(SERVER_MIN_PING * 4, stream.message()).await;
+    assert!(quiet.is_err(), "the quiet stream ended: {quiet:?}");
+    let after_stream = peer(
+        client
+            .say_hello(hello("c"))
+            .await
+            .expect("call")
+            .into_inner(),
+    );
+    assert_eq!(
+        before, after_stream,
+        "the connection was cut during the quiet stream"
+    );
+    drop(stream);
     proxy.stop().await;
 }
