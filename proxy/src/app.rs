@@ -5,25 +5,28 @@
 //! is swapped in (ArcSwap) once it can serve, while calls in flight finish on
 //! the old one; removed ones stop accepting and drain.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use grpc_balancer_crds::config::{self, ProxyConfig};
 use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::DebugAccess;
 use crate::balancing::Balancing;
 use crate::config_watch::{self, Loaded};
 use crate::discovery::{Discover, SystemDiscover};
-use crate::metrics::{Metrics, ResultLabels};
+use crate::metrics::{BalancingLabels, LabelValue as _, Metrics, ReloadResult, ResultLabels};
 use crate::transport::client::ConnectSettings;
 use crate::transport::server;
 
@@ -38,7 +41,12 @@ pub enum ConfigSource {
 
 pub struct Settings {
     pub config: ConfigSource,
+    /// Admin server. `[::]:PORT` listens on both families (IPv4 only where
+    /// the kernel has no IPv6).
     pub admin: SocketAddr,
+    /// Who may read `/config` and `/endpoints` (the probes and `/metrics`
+    /// answer everyone).
+    pub admin_debug: DebugAccess,
     /// Replaces the nameservers of /etc/resolv.conf.
     pub dns_server: Option<SocketAddr>,
     pub drain_timeout: Duration,
@@ -46,6 +54,8 @@ pub struct Settings {
     pub connect: ConnectSettings,
     /// How long a reloaded balancing may take to connect before it is swapped in.
     pub warm_up: Duration,
+    /// How often a listener that could not bind is tried again.
+    pub bind_retry: Duration,
     /// Overrides discovery (tests, or a push source).
     pub discover: Option<Arc<dyn Discover>>,
 }
@@ -55,11 +65,13 @@ impl Settings {
         Settings {
             config,
             admin: SocketAddr::from(([127, 0, 0, 1], config::DEFAULT_ADMIN_PORT)),
+            admin_debug: DebugAccess::Loopback,
             dns_server: None,
             drain_timeout: Duration::from_secs(30),
             config_poll_interval: Duration::from_secs(1),
             connect: ConnectSettings::default(),
             warm_up: Duration::from_secs(2),
+            bind_retry: Duration::from_secs(1),
             discover: None,
         }
     }
@@ -71,11 +83,32 @@ struct Running {
     current: Arc<ArcSwap<Balancing>>,
     stop: CancellationToken,
     server: JoinHandle<()>,
+    /// The listener, given back once the server stops accepting.
+    handback: Option<oneshot::Receiver<TcpListener>>,
 }
+
+/// A balancing of the config whose listener is not bound (yet): tried again
+/// every `bind_retry` until it binds or leaves the config.
+struct Unbound {
+    config: config::Balancing,
+    error: String,
+    failures: u64,
+}
+
+#[derive(Default)]
+struct Balancings {
+    running: BTreeMap<String, Running>,
+    unbound: BTreeMap<String, Unbound>,
+}
+
+/// Binding attempts between two warnings about the same listener.
+const BIND_WARN_EVERY: u64 = 30;
+/// How long a stopped server may take to hand its listener back.
+const HANDBACK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// State the admin server reads.
 pub struct AppState {
-    running: Mutex<BTreeMap<String, Running>>,
+    running: Mutex<Balancings>,
     pub config: ArcSwap<ProxyConfig>,
     /// A config was loaded and its listeners bound.
     pub loaded: AtomicBool,
@@ -86,29 +119,136 @@ pub struct AppState {
     connect: ConnectSettings,
     drain_timeout: Duration,
     warm_up: Duration,
+    bind_retry: Duration,
+    /// Who may read `/config` and `/endpoints`.
+    pub admin_debug: DebugAccess,
+    /// The admin server's address, which no balancing may take.
+    admin_addr: OnceLock<SocketAddr>,
 }
 
 impl AppState {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Running>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Balancings> {
         self.running.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The current runtime of every balancing, by name.
     pub fn balancings(&self) -> Vec<(SocketAddr, Arc<Balancing>)> {
         self.lock()
+            .running
             .values()
             .map(|r| (r.addr, r.current.load_full()))
             .collect()
     }
 
     pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.lock().get(name).map(|r| r.addr)
+        self.lock().running.get(name).map(|r| r.addr)
     }
 
-    /// Applies a config. Listeners that cannot be bound are reported and
-    /// skipped; everything else applies.
-    async fn apply(&self, new: ProxyConfig) -> Vec<String> {
+    /// Balancings whose listener is not bound, with the last error.
+    pub fn unbound(&self) -> Vec<(String, String)> {
+        self.lock()
+            .unbound
+            .iter()
+            .map(|(name, u)| (name.clone(), u.error.clone()))
+            .collect()
+    }
+
+    fn has_unbound(&self) -> bool {
+        !self.lock().unbound.is_empty()
+    }
+
+    fn set_unbound(&self, name: &str, config: config::Balancing, error: String) {
+        self.metrics
+            .listener_bind_errors
+            .get_or_create(&BalancingLabels {
+                balancing: name.to_owned(),
+            })
+            .inc();
+        let mut all = self.lock();
+        let failures = all
+            .unbound
+            .get(name)
+            .filter(|u| u.config == config)
+            .map_or(0, |u| u.failures)
+            + 1;
+        if failures == 1 || failures.is_multiple_of(BIND_WARN_EVERY) {
+            tracing::warn!(balancing = %name, listen = %config.listen, error = %error, failures, retry_every = ?self.bind_retry, "listener not bound; retrying");
+        } else {
+            tracing::debug!(balancing = %name, error = %error, failures, "listener still not bound");
+        }
+        all.unbound.insert(
+            name.to_owned(),
+            Unbound {
+                config,
+                error,
+                failures,
+            },
+        );
+        self.metrics.listeners_unbound.set(all.unbound.len() as i64);
+    }
+
+    fn clear_unbound(&self, name: &str) {
+        let mut all = self.lock();
+        all.unbound.remove(name);
+        self.metrics.listeners_unbound.set(all.unbound.len() as i64);
+    }
+
+    /// Why a balancing cannot run next to the admin server, if it cannot.
+    fn admin_conflict(&self, b: &config::Balancing) -> Option<String> {
+        let admin = *self.admin_addr.get()?;
+        let listen: SocketAddr = b.listen.parse().ok()?;
+        config::listeners_overlap(admin, listen).then(|| {
+            format!(
+                "listen: {:?} is not valid: port {} is the proxy's admin port",
+                b.listen,
+                admin.port()
+            )
+        })
+    }
+
+    /// Applies a config: `new` holds the valid balancings; `rejected` names
+    /// the invalid ones of the file, which keep running as they were (a
+    /// broken edit of one balancing must not take it away, nor hold back
+    /// the others). Listeners that cannot bind are retried until they bind.
+    /// Returns what did not apply.
+    async fn apply(&self, mut new: ProxyConfig, rejected: &[String]) -> Vec<String> {
         let mut errors = Vec::new();
+        // Keep what ran of the rejected ones, unless a valid balancing now
+        // wants their listener.
+        for name in rejected {
+            if new.balancings.iter().any(|b| &b.name == name) {
+                continue;
+            }
+            let kept = {
+                let all = self.lock();
+                all.running
+                    .get(name)
+                    .map(|r| r.config.clone())
+                    .or_else(|| all.unbound.get(name).map(|u| u.config.clone()))
+            };
+            let Some(kept) = kept else { continue };
+            let clashes = kept.listen.parse::<SocketAddr>().is_ok_and(|k| {
+                new.balancings.iter().any(|b| {
+                    b.listen
+                        .parse::<SocketAddr>()
+                        .is_ok_and(|l| config::listeners_overlap(k, l))
+                })
+            });
+            if clashes {
+                tracing::warn!(balancing = %name, "invalid balancing's listener is taken by another; stopping it");
+            } else {
+                tracing::warn!(balancing = %name, "invalid balancing keeps its last good config");
+                new.balancings.push(kept);
+            }
+        }
+        new.balancings.retain(|b| match self.admin_conflict(b) {
+            Some(why) => {
+                tracing::error!(balancing = %b.name, error = %why, "balancing not started");
+                errors.push(format!("balancing {}: {why}", b.name));
+                false
+            }
+            None => true,
+        });
         let wanted: BTreeMap<&str, &config::Balancing> = new
             .balancings
             .iter()
@@ -117,8 +257,12 @@ impl AppState {
 
         // Removed, or moved to another address: stop accepting and drain.
         let gone: Vec<Running> = {
-            let mut running = self.lock();
-            let names: Vec<String> = running
+            let mut all = self.lock();
+            all.unbound
+                .retain(|name, u| wanted.get(name.as_str()).is_some_and(|b| **b == u.config));
+            self.metrics.listeners_unbound.set(all.unbound.len() as i64);
+            let names: Vec<String> = all
+                .running
                 .iter()
                 .filter(|(name, r)| {
                     wanted
@@ -129,17 +273,36 @@ impl AppState {
                 .collect();
             names
                 .into_iter()
-                .filter_map(|n| running.remove(&n))
+                .filter_map(|n| all.running.remove(&n))
                 .collect()
         };
-        for r in gone {
+        // Their listeners come back before anything binds: a balancing that
+        // takes over an address (a rename, ports swapped between two) gets
+        // the socket itself, with the connections waiting on it; any other
+        // is closed, so an overlapping address (0.0.0.0 vs 127.0.0.1) binds.
+        let mut returned = Vec::new();
+        for mut r in gone {
             tracing::info!(balancing = %r.config.name, "balancing removed; draining");
+            r.stop.cancel();
+            if let Some(rx) = r.handback.take() {
+                returned.push((r.addr, rx));
+            }
             tokio::spawn(drain(r, self.drain_timeout));
+        }
+        let mut spare: HashMap<SocketAddr, TcpListener> = HashMap::new();
+        for (addr, rx) in returned {
+            match tokio::time::timeout(HANDBACK_TIMEOUT, rx).await {
+                Ok(Ok(listener)) => {
+                    spare.insert(addr, listener);
+                }
+                _ => tracing::warn!(%addr, "a stopped listener was not handed back"),
+            }
         }
 
         for b in &new.balancings {
             let existing = self
                 .lock()
+                .running
                 .get(&b.name)
                 .map(|r| (r.config.clone(), r.current.clone()));
             match existing {
@@ -149,73 +312,145 @@ impl AppState {
                     fresh.warm_up(self.warm_up).await;
                     let old = current.swap(fresh);
                     old.stop();
-                    if let Some(r) = self.lock().get_mut(&b.name) {
+                    if let Some(r) = self.lock().running.get_mut(&b.name) {
                         r.config = b.clone();
                     }
                     tracing::info!(balancing = %b.name, "balancing updated");
                 }
-                None => match self.start_listener(b).await {
-                    Ok(r) => {
-                        tracing::info!(balancing = %b.name, listen = %r.addr, policy = %b.policy.kind, "balancing started");
-                        self.lock().insert(b.name.clone(), r);
-                    }
-                    Err(e) => {
-                        tracing::error!(balancing = %b.name, error = %e, "balancing not started");
+                None => {
+                    let handed = b
+                        .listen
+                        .parse::<SocketAddr>()
+                        .ok()
+                        .and_then(|a| spare.remove(&a));
+                    if let Err(e) = self.start_listener(b, handed) {
                         errors.push(format!("balancing {}: {e:#}", b.name));
                     }
-                },
+                }
             }
         }
+        drop(spare);
         self.config.store(Arc::new(new));
         errors
     }
 
-    async fn start_listener(&self, b: &config::Balancing) -> anyhow::Result<Running> {
-        let addr: SocketAddr = b.listen.parse().context("listen address")?;
-        let listener = server::bind(addr).await?;
+    /// Starts a balancing on `listener` (one handed over) or a new one; one
+    /// that cannot bind is recorded as unbound, to be retried.
+    fn start_listener(
+        &self,
+        b: &config::Balancing,
+        listener: Option<TcpListener>,
+    ) -> anyhow::Result<()> {
+        let bound = match listener {
+            Some(l) => Ok(l),
+            None => b
+                .listen
+                .parse::<SocketAddr>()
+                .context("listen address")
+                .and_then(|addr| server::bind(addr).map_err(anyhow::Error::from)),
+        };
+        let listener = match bound {
+            Ok(l) => l,
+            Err(e) => {
+                self.set_unbound(&b.name, b.clone(), format!("{e:#}"));
+                return Err(e);
+            }
+        };
         let addr = listener.local_addr()?;
         let runtime = Balancing::start(b, &self.discover, &self.metrics, self.connect);
         let current = Arc::new(ArcSwap::new(runtime));
         let stop = CancellationToken::new();
-        let server = tokio::spawn(server::serve(listener, current.clone(), stop.clone()));
-        Ok(Running {
-            config: b.clone(),
-            addr,
-            current,
-            stop,
-            server,
-        })
+        let (handback_tx, handback) = oneshot::channel();
+        let server = tokio::spawn(server::serve(
+            listener,
+            current.clone(),
+            stop.clone(),
+            handback_tx,
+        ));
+        let was_unbound = {
+            let mut all = self.lock();
+            all.running.insert(
+                b.name.clone(),
+                Running {
+                    config: b.clone(),
+                    addr,
+                    current,
+                    stop,
+                    server,
+                    handback: Some(handback),
+                },
+            );
+            all.unbound.contains_key(&b.name)
+        };
+        if was_unbound {
+            self.clear_unbound(&b.name);
+            tracing::info!(balancing = %b.name, listen = %addr, "listener bound after retrying; balancing started");
+        } else {
+            tracing::info!(balancing = %b.name, listen = %addr, policy = %b.policy.kind, "balancing started");
+        }
+        Ok(())
     }
 
-    fn count_reload(&self, result: &str) {
+    /// Tries every unbound listener once more.
+    fn retry_unbound(&self) {
+        let pending: Vec<config::Balancing> = self
+            .lock()
+            .unbound
+            .values()
+            .map(|u| u.config.clone())
+            .collect();
+        for b in pending {
+            let _ = self.start_listener(&b, None);
+        }
+    }
+
+    fn count_reload(&self, result: ReloadResult) {
         self.metrics
             .config_reloads
             .get_or_create(&ResultLabels {
-                result: result.to_owned(),
+                result: result.as_str().to_owned(),
             })
             .inc();
     }
 
+    /// Applies what the config file holds. Whatever it holds, the proxy
+    /// counts as loaded afterwards: a pod must not stay unready (its app
+    /// never started, with native sidecars) because of a file the next
+    /// ConfigMap update fixes; the errors are logged and counted.
     async fn handle(&self, loaded: Loaded) {
         match loaded {
             Loaded::Config(c) => {
-                let errors = self.apply(c).await;
+                for e in &c.errors {
+                    tracing::error!(error = %e, "balancing rejected; it keeps its last good config, if it had one");
+                }
+                let errors = self.apply(c.config, &c.rejected).await;
                 self.loaded.store(true, Ordering::Release);
-                self.count_reload(if errors.is_empty() {
-                    "applied"
+                let result = if errors.is_empty() && c.errors.is_empty() {
+                    ReloadResult::Applied
                 } else {
-                    "partial"
-                });
-                tracing::info!(balancings = self.lock().len(), "config applied");
+                    ReloadResult::Partial
+                };
+                self.count_reload(result);
+                let all = self.lock();
+                tracing::info!(
+                    balancings = all.running.len(),
+                    unbound = all.unbound.len(),
+                    result = result.as_str(),
+                    "config applied"
+                );
             }
             Loaded::Missing => {
                 tracing::info!("no config file yet; running with no balancings");
                 self.loaded.store(true, Ordering::Release);
-                self.count_reload("missing");
+                self.count_reload(ReloadResult::Missing);
             }
             Loaded::Failed(e) => {
-                self.count_reload("invalid");
+                self.count_reload(match e {
+                    config_watch::LoadError::Unreadable { .. } => ReloadResult::Unreadable,
+                    config_watch::LoadError::Invalid { .. } => ReloadResult::Invalid,
+                });
                 tracing::error!(error = %e, "config not applied; keeping the last good config");
+                self.loaded.store(true, Ordering::Release);
             }
         }
     }
@@ -264,7 +499,7 @@ pub async fn run(
         .clone()
         .unwrap_or_else(|| Arc::new(SystemDiscover::new(settings.dns_server)));
     let state = Arc::new(AppState {
-        running: Mutex::new(BTreeMap::new()),
+        running: Mutex::new(Balancings::default()),
         config: ArcSwap::from_pointee(ProxyConfig::default()),
         loaded: AtomicBool::new(false),
         draining: AtomicBool::new(false),
@@ -274,30 +509,40 @@ pub async fn run(
         connect: settings.connect,
         drain_timeout: settings.drain_timeout,
         warm_up: settings.warm_up,
+        bind_retry: settings.bind_retry,
+        admin_debug: settings.admin_debug,
+        admin_addr: OnceLock::new(),
     });
+
+    // The admin server first: its port is never lost to a balancing, and
+    // /ready answers (503) while the config loads.
+    let admin = crate::admin::bind(settings.admin)
+        .with_context(|| format!("admin server on {}", settings.admin))?;
+    let admin_addr = admin.local_addr()?;
+    let _ = state.admin_addr.set(admin_addr);
+    let admin_stop = CancellationToken::new();
+    let admin_task = tokio::spawn(crate::admin::serve(
+        admin,
+        state.clone(),
+        admin_stop.clone(),
+    ));
 
     let mut updates = None;
     match &settings.config {
         ConfigSource::Fixed(c) => {
-            let errors = state.apply(c.clone()).await;
+            // The command-line form has no file to fix: fail at once.
+            let errors = state.apply(c.clone(), &[]).await;
             if !errors.is_empty() {
+                stop_all(&state).await;
+                admin_stop.cancel();
+                let _ = admin_task.await;
                 anyhow::bail!("{}", errors.join("; "));
             }
             state.loaded.store(true, Ordering::Release);
         }
         ConfigSource::File(path) => {
             let (hash, loaded) = config_watch::load(path).await;
-            if let Loaded::Config(c) = &loaded {
-                let errors = state.apply(c.clone()).await;
-                if !errors.is_empty() {
-                    stop_all(&state).await;
-                    anyhow::bail!("{}", errors.join("; "));
-                }
-                state.loaded.store(true, Ordering::Release);
-                state.count_reload("applied");
-            } else {
-                state.handle(loaded).await;
-            }
+            state.handle(loaded).await;
             updates = Some(config_watch::watch(
                 path.clone(),
                 settings.config_poll_interval,
@@ -305,18 +550,7 @@ pub async fn run(
             ));
         }
     }
-
-    let admin = crate::admin::bind(settings.admin)
-        .await
-        .with_context(|| format!("admin server on {}", settings.admin))?;
-    let admin_addr = admin.local_addr()?;
-    let admin_stop = CancellationToken::new();
-    tokio::spawn(crate::admin::serve(
-        admin,
-        state.clone(),
-        admin_stop.clone(),
-    ));
-    tracing::info!(admin = %admin_addr, "proxy started");
+    tracing::info!(admin = %admin_addr, debug_endpoints = ?state.admin_debug, "proxy started");
 
     let task_state = state.clone();
     let task = tokio::spawn(async move {
@@ -328,18 +562,28 @@ pub async fn run(
                     None => std::future::pending().await,
                 }
             };
+            let retry = async {
+                if task_state.has_unbound() {
+                    tokio::time::sleep(task_state.bind_retry).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
             tokio::select! {
                 () = &mut shutdown => break,
                 loaded = next => match loaded {
                     Some(l) => task_state.handle(l).await,
                     None => updates = None,
                 },
+                () = retry => task_state.retry_unbound(),
             }
         }
         tracing::info!(timeout = ?task_state.drain_timeout, "shutting down: draining calls in flight");
         task_state.draining.store(true, Ordering::Release);
         stop_all(&task_state).await;
         admin_stop.cancel();
+        // A scraper holding a connection open must not hold the exit.
+        let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;
         tracing::info!("proxy stopped");
     });
     Ok(RunningProxy {
@@ -350,7 +594,12 @@ pub async fn run(
 }
 
 async fn stop_all(state: &AppState) {
-    let all: Vec<Running> = std::mem::take(&mut *state.lock()).into_values().collect();
+    let all: Vec<Running> = {
+        let mut all = state.lock();
+        all.unbound.clear();
+        state.metrics.listeners_unbound.set(0);
+        std::mem::take(&mut all.running).into_values().collect()
+    };
     let drains: Vec<_> = all
         .into_iter()
         .map(|r| tokio::spawn(drain(r, state.drain_timeout)))

@@ -19,11 +19,13 @@ use crate::balance::{EndpointSet, Policy};
 use crate::discovery::{Discover, Target, Update};
 use crate::endpoint::{ConnState, Endpoint, OutlierSettings, SubsetShared};
 use crate::grpc_status::ProxyError;
-use crate::metrics::{DiscoveryLabels, LocalCallCounters, Metrics, RetryCounters};
+use crate::metrics::{
+    DiscoveryLabels, DiscoveryResult, LabelValue as _, LocalCallCounters, Metrics, RetryCounters,
+};
 use crate::resilience::health::{self, HealthSettings};
 use crate::resilience::retry_budget::RetryBudget;
 use crate::transport::client::{self, ConnectSettings};
-use crate::util::{random_below, stable_hash};
+use crate::util::{random_u64, stable_hash};
 
 /// Latency estimate of an endpoint with no sample and no peers to copy from.
 const DEFAULT_RTT_NANOS: f64 = 1e6;
@@ -34,6 +36,8 @@ const QUEUE_RECHECK: Duration = Duration::from_millis(50);
 pub struct Subset {
     pub shared: Arc<SubsetShared>,
     pub weight: u32,
+    /// Hash of the subset's name: its identity in the rendezvous order.
+    seed: u64,
     pub set: Arc<ArcSwap<EndpointSet>>,
 }
 
@@ -62,7 +66,6 @@ pub struct Balancing {
     policy: Policy,
     hash_header: Option<HeaderName>,
     pub subsets: Vec<Subset>,
-    total_weight: u64,
     pub timeout: Option<Duration>,
     pub retry: RetrySettings,
     pub budget: RetryBudget,
@@ -127,10 +130,10 @@ impl Balancing {
             subsets.push(Subset {
                 shared,
                 weight: s.weight,
+                seed: stable_hash(s.name.as_bytes()),
                 set,
             });
         }
-        let total_weight = subsets.iter().map(|s| u64::from(s.weight)).sum();
         Arc::new(Balancing {
             name,
             config: cfg.clone(),
@@ -141,7 +144,6 @@ impl Balancing {
                 .as_deref()
                 .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()),
             subsets,
-            total_weight,
             timeout: cfg.timeout.map(|t| t.as_std()),
             retry: RetrySettings {
                 max_attempts: cfg.retries.max_attempts.max(1),
@@ -208,31 +210,22 @@ impl Balancing {
                 None => Pick::NotReady,
             };
         }
-        let mut excluded: u64 = 0;
-        let mut remaining = self.total_weight;
+        // Subsets in the order of a weighted rendezvous hash of the call's
+        // key: the ring-hash key when there is one, so every proxy sends a
+        // key to the same subset while the weights stay; a random one
+        // otherwise, which picks each subset with probability weight/total.
+        // The next subset in that order takes over when one has nothing
+        // usable, as far as needed, without any cap on the subset count.
+        let key = hash.unwrap_or_else(random_u64);
+        let mut last: Option<(f64, usize)> = None;
         for _ in 0..self.subsets.len() {
-            if remaining == 0 {
-                break;
-            }
-            let mut r = random_below(remaining as usize) as u64;
-            let Some((i, subset)) = self.subsets.iter().enumerate().find(|(i, s)| {
-                if excluded & (1u64 << (i % 64)) != 0 || s.weight == 0 {
-                    return false;
-                }
-                if r < u64::from(s.weight) {
-                    true
-                } else {
-                    r -= u64::from(s.weight);
-                    false
-                }
-            }) else {
+            let Some((score, i)) = self.next_subset(key, last) else {
                 break;
             };
-            if let Some(e) = self.policy.pick(&subset.set.load(), hash, avoid) {
+            last = Some((score, i));
+            if let Some(e) = self.policy.pick(&self.subsets[i].set.load(), hash, avoid) {
                 return Pick::Ready(e.clone());
             }
-            excluded |= 1u64 << (i % 64);
-            remaining = remaining.saturating_sub(u64::from(subset.weight));
         }
         let all_empty = self.subsets.iter().filter(|s| s.weight > 0).all(|s| {
             s.shared.discovered.load(Ordering::Acquire) && s.set.load().endpoints.is_empty()
@@ -242,6 +235,23 @@ impl Balancing {
         } else {
             Pick::NotReady
         }
+    }
+
+    /// The subset after `after` in the rendezvous order of `key` (lowest
+    /// score first, ties by index); the first one when `after` is `None`.
+    fn next_subset(&self, key: u64, after: Option<(f64, usize)>) -> Option<(f64, usize)> {
+        let mut best: Option<(f64, usize)> = None;
+        for (i, s) in self.subsets.iter().enumerate() {
+            if s.weight == 0 {
+                continue;
+            }
+            let score = rendezvous_score(key, s.seed, s.weight);
+            let later = after.is_none_or(|a| (score, i) > a);
+            if later && best.is_none_or(|b| (score, i) < b) {
+                best = Some((score, i));
+            }
+        }
+        best
     }
 
     /// Picks an endpoint, waiting in the bounded queue while endpoints exist
@@ -345,6 +355,17 @@ impl Drop for Balancing {
     }
 }
 
+/// Weighted rendezvous (highest random weight) score of a subset for a key:
+/// `-ln(u) / weight` with `u` uniform in (0, 1) from the key and the subset.
+/// The lowest score wins; these are exponential variables of rate `weight`,
+/// so over random keys subset `i` wins with probability `w_i / sum(w)`, and
+/// a weight change moves only the keys it must.
+fn rendezvous_score(key: u64, seed: u64, weight: u32) -> f64 {
+    let h = stable_hash(&(key ^ seed).to_le_bytes());
+    let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+    -u.ln() / f64::from(weight)
+}
+
 struct PendingSlot<'a>(&'a AtomicU32);
 
 impl Drop for PendingSlot<'_> {
@@ -368,19 +389,19 @@ async fn run_subset(
     health: Option<HealthSettings>,
     cancel: CancellationToken,
 ) {
-    let labels = |result: &str| DiscoveryLabels {
+    let labels = |result: DiscoveryResult| DiscoveryLabels {
         balancing: shared.balancing.to_string(),
         subset: shared.name.to_string(),
-        result: result.to_owned(),
+        result: result.as_str().to_owned(),
     };
     let ok = shared
         .metrics
         .discovery_refreshes
-        .get_or_create_owned(&labels("ok"));
+        .get_or_create_owned(&labels(DiscoveryResult::Ok));
     let failed = shared
         .metrics
         .discovery_refreshes
-        .get_or_create_owned(&labels("error"));
+        .get_or_create_owned(&labels(DiscoveryResult::Error));
     let mut running: BTreeMap<SocketAddr, Running> = BTreeMap::new();
     loop {
         let update = tokio::select! {
@@ -469,5 +490,49 @@ async fn run_subset(
     }
     for r in running.values() {
         r.stop.cancel();
+    }
+}
+
+#[cfg(test)]
+mod rendezvous_tests {
+    use super::*;
+
+    fn winner(key: u64, subsets: &[(u64, u32)]) -> usize {
+        subsets
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, w))| *w > 0)
+            .map(|(i, (seed, w))| (rendezvous_score(key, *seed, *w), i))
+            .min_by(|a, b| a.partial_cmp(b).expect("scores are finite"))
+            .map(|(_, i)| i)
+            .expect("a subset with weight")
+    }
+
+    #[test]
+    fn random_keys_follow_the_weights() {
+        let subsets = [
+            (stable_hash(b"v1"), 1),
+            (stable_hash(b"v2"), 3),
+            (stable_hash(b"off"), 0),
+        ];
+        let mut wins = [0u32; 3];
+        for _ in 0..40_000 {
+            wins[winner(random_u64(), &subsets)] += 1;
+        }
+        assert_eq!(wins[2], 0, "{wins:?}");
+        let share = f64::from(wins[0]) / 40_000.0;
+        assert!((0.23..0.27).contains(&share), "{wins:?}");
+    }
+
+    #[test]
+    fn a_weight_change_moves_keys_only_towards_the_heavier_subset() {
+        let before = [(stable_hash(b"v1"), 1), (stable_hash(b"v2"), 1)];
+        let after = [(stable_hash(b"v1"), 1), (stable_hash(b"v2"), 4)];
+        for key in 0..10_000u64 {
+            let key = stable_hash(&key.to_le_bytes());
+            let (b, a) = (winner(key, &before), winner(key, &after));
+            assert!(b == a || a == 1, "key {key} moved from {b} to {a}");
+            assert_eq!(winner(key, &before), b, "stable for a key");
+        }
     }
 }

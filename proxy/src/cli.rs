@@ -11,6 +11,7 @@ use grpc_balancer_crds::config::{
     Queue, Retries, Subset,
 };
 
+use crate::admin::DebugAccess;
 use crate::app::{ConfigSource, Settings};
 use crate::telemetry::LogFormat;
 
@@ -69,8 +70,22 @@ pub struct RunArgs {
     #[arg(long)]
     pub hash_header: Option<String>,
     /// Admin server (/live, /ready, /metrics, /config, /endpoints).
+    /// `[::]:PORT` listens on IPv6 and IPv4 (IPv4 only where the kernel has
+    /// no IPv6).
     #[arg(long, default_value = "127.0.0.1:9901")]
     pub admin: SocketAddr,
+    /// Who may read /config and /endpoints: `loopback` peers only, or `any`.
+    /// /live, /ready and /metrics answer everyone.
+    #[arg(long, value_enum, default_value = "loopback")]
+    pub admin_debug: DebugAccess,
+    /// HTTP/2 ping to an endpoint after this long without a frame from it,
+    /// only while calls are open on the connection; 0s: no pings. gRPC
+    /// servers allow one per 5 minutes by default.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub upstream_ping_interval: Duration,
+    /// How long such a ping may go unanswered before the connection closes.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    pub upstream_ping_timeout: Duration,
     /// DNS server (ip:port) used instead of /etc/resolv.conf's.
     #[arg(long)]
     pub dns_server: Option<SocketAddr>,
@@ -88,7 +103,9 @@ pub struct RunArgs {
 pub enum CliError {
     #[error("give --config FILE, or --listen ADDR with --endpoint HOST:PORT")]
     NothingToRun,
-    #[error("--endpoint {0:?} is not host:port")]
+    #[error(
+        "--endpoint {0:?} is not host:port (an IPv6 address goes in brackets: [fd00::1]:50051)"
+    )]
     BadEndpoint(String),
     #[error("{0}")]
     Invalid(config::ConfigError),
@@ -103,6 +120,9 @@ impl RunArgs {
         };
         let mut s = Settings::new(source);
         s.admin = self.admin;
+        s.admin_debug = self.admin_debug;
+        s.connect.ping_interval = Some(self.upstream_ping_interval).filter(|d| !d.is_zero());
+        s.connect.ping_timeout = self.upstream_ping_timeout;
         s.dns_server = self.dns_server;
         s.drain_timeout = self.drain_timeout;
         Ok(s)
@@ -121,6 +141,7 @@ impl RunArgs {
             }
             let (host, port) = e
                 .rsplit_once(':')
+                .filter(|(host, _)| !host.is_empty() && !host.contains(':'))
                 .ok_or_else(|| CliError::BadEndpoint(e.clone()))?;
             let port: u16 = port.parse().map_err(|_| CliError::BadEndpoint(e.clone()))?;
             subsets.push(Subset {
@@ -198,5 +219,81 @@ pub fn check(path: &std::path::Path) -> (String, bool) {
             }
             (out, false)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn settings(args: &[&str]) -> Result<Settings, CliError> {
+        let cli =
+            Cli::try_parse_from(std::iter::once("grpc-balancer-proxy").chain(args.iter().copied()))
+                .expect("flags parse");
+        cli.run.settings()
+    }
+
+    #[test]
+    fn ipv6_listeners_and_endpoints_on_the_command_line() {
+        let s = settings(&[
+            "--listen",
+            "[::1]:15001",
+            "--endpoint",
+            "[fd00::1]:50051",
+            "--endpoint",
+            "greeter.local:50051",
+            "--admin",
+            "[::]:9901",
+        ])
+        .expect("valid");
+        assert_eq!(s.admin, "[::]:9901".parse().expect("addr"));
+        let ConfigSource::Fixed(c) = s.config else {
+            panic!("a fixed config")
+        };
+        let b = &c.balancings[0];
+        assert_eq!(b.listen, "[::1]:15001");
+        assert_eq!(
+            b.subsets[0].discovery.static_endpoints.as_deref(),
+            Some(&["[fd00::1]:50051".to_owned()][..])
+        );
+        assert_eq!(
+            b.subsets[1].discovery.dns.as_ref().map(|d| d.name.as_str()),
+            Some("greeter.local")
+        );
+    }
+
+    #[test]
+    fn an_unbracketed_ipv6_endpoint_is_refused_with_a_hint() {
+        for bad in ["fd00::1:50051", "::1", ":50051"] {
+            let e = settings(&["--listen", "127.0.0.1:15001", "--endpoint", bad])
+                .err()
+                .unwrap_or_else(|| panic!("{bad} accepted"));
+            assert!(e.to_string().contains("brackets"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn upstream_ping_flags() {
+        let s =
+            settings(&["--listen", "127.0.0.1:15001", "--endpoint", "127.0.0.1:1"]).expect("valid");
+        assert_eq!(
+            s.connect.ping_interval,
+            Some(crate::transport::DEFAULT_PING_INTERVAL)
+        );
+        assert_eq!(s.admin_debug, DebugAccess::Loopback);
+        let s = settings(&[
+            "--listen",
+            "127.0.0.1:15001",
+            "--endpoint",
+            "127.0.0.1:1",
+            "--upstream-ping-interval",
+            "0s",
+            "--admin-debug",
+            "any",
+        ])
+        .expect("valid");
+        assert_eq!(s.connect.ping_interval, None);
+        assert_eq!(s.admin_debug, DebugAccess::Any);
     }
 }

@@ -8,7 +8,7 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use grpc_balancer_crds::config::{self, ConfigError, ProxyConfig};
+use grpc_balancer_crds::config::{self, ConfigError, Partial};
 use tokio::sync::mpsc;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +30,9 @@ pub enum LoadError {
 /// The file's state as last read.
 #[derive(Debug)]
 pub enum Loaded {
-    Config(ProxyConfig),
+    /// A readable config. Balancings with errors are left out of it (and
+    /// listed), so one broken balancing does not hold back the others.
+    Config(Partial),
     /// No file (yet): a pod can start before its ConfigMap has a key.
     Missing,
     Failed(LoadError),
@@ -59,10 +61,12 @@ pub async fn load(path: &Path) -> (Option<u64>, Loaded) {
         Ok(bytes) => {
             let hash = content_hash(&bytes);
             let parsed = match String::from_utf8(bytes) {
-                Ok(text) => config::parse_yaml(&text).map_err(|source| LoadError::Invalid {
-                    path: path.to_owned(),
-                    source,
-                }),
+                Ok(text) => {
+                    config::parse_yaml_partial(&text).map_err(|source| LoadError::Invalid {
+                        path: path.to_owned(),
+                        source,
+                    })
+                }
                 Err(_) => Err(LoadError::Invalid {
                     path: path.to_owned(),
                     source: ConfigError {

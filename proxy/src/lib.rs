@@ -19,6 +19,7 @@ pub mod endpoint;
 pub mod grpc_status;
 pub mod lifecycle_hooks;
 pub mod metrics;
+pub mod net;
 pub mod resilience;
 pub mod telemetry;
 pub mod transport;

@@ -77,6 +77,8 @@ pub struct Metrics {
     pub health_checks: Family<HealthLabels, Counter>,
     pub config_reloads: Family<ResultLabels, Counter>,
     pub downstream_connections: Family<BalancingLabels, Counter>,
+    pub listeners_unbound: Gauge,
+    pub listener_bind_errors: Family<BalancingLabels, Counter>,
     /// How many live endpoints hold each (balancing, subset, endpoint) call
     /// series. A reload starts new endpoints beside the old ones with the
     /// same labels; a series goes only when its last holder does.
@@ -98,6 +100,8 @@ impl Metrics {
             health_checks: Family::default(),
             config_reloads: Family::default(),
             downstream_connections: Family::default(),
+            listeners_unbound: Gauge::default(),
+            listener_bind_errors: Family::default(),
             call_series_holders: Arc::default(),
         };
         let mut r = Registry::with_prefix("grpc_balancer");
@@ -118,28 +122,34 @@ impl Metrics {
         );
         r.register(
             "endpoints",
-            "Endpoints by state (connecting, ready, failed, ejected, unhealthy)",
+            format!("Endpoints by state ({})", EndpointStateLabel::list()),
             m.endpoints.clone(),
         );
         r.register("ejections", "Outlier ejections", m.ejections.clone());
         r.register(
             "retries",
-            "Retry decisions by outcome (retried, budget_exhausted, not_replayable)",
+            format!("Retry decisions by outcome ({})", RetryOutcome::list()),
             m.retries.clone(),
         );
         r.register(
             "discovery_refreshes",
-            "Discovery refreshes by result (ok, error)",
+            format!(
+                "Discovery refreshes by result ({})",
+                DiscoveryResult::list()
+            ),
             m.discovery_refreshes.clone(),
         );
         r.register(
             "health_checks",
-            "Active grpc.health.v1 checks by result (serving, not_serving, error)",
+            format!(
+                "Active grpc.health.v1 checks by result ({})",
+                HealthResult::list()
+            ),
             m.health_checks.clone(),
         );
         r.register(
             "config_reloads",
-            "Config loads by result (applied, unchanged, invalid, unreadable)",
+            format!("Config loads by result ({})", ReloadResult::list()),
             m.config_reloads.clone(),
         );
         r.register(
@@ -147,7 +157,104 @@ impl Metrics {
             "Connections accepted from the application",
             m.downstream_connections.clone(),
         );
+        r.register(
+            "listeners_unbound",
+            "Listeners of the config that are not bound (retried until they bind)",
+            m.listeners_unbound.clone(),
+        );
+        r.register(
+            "listener_bind_errors",
+            "Failed attempts to bind a balancing's listener",
+            m.listener_bind_errors.clone(),
+        );
+        // Every result is exported from the start, at 0.
+        for result in ReloadResult::ALL {
+            let _ = m.config_reloads.get_or_create(&ResultLabels {
+                result: result.as_str().to_owned(),
+            });
+        }
         (m, r)
+    }
+}
+
+/// A label value set by the code: the one list the help text, the README and
+/// the exported series all come from.
+pub trait LabelValue: Copy + 'static {
+    const ALL: &'static [Self];
+    fn as_str(self) -> &'static str;
+
+    /// `a, b, c`, for help texts.
+    fn list() -> String {
+        Self::ALL
+            .iter()
+            .map(|v| v.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+macro_rules! label_value {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl LabelValue for $name {
+            const ALL: &'static [Self] = &[$($name::$variant,)+];
+            fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+    };
+}
+
+label_value! {
+    /// What became of a config file the proxy read (`config_reloads_total`).
+    ReloadResult {
+        /// Every balancing of the file runs.
+        Applied => "applied",
+        /// Some balancings were rejected (errors logged; what ran of them
+        /// stays) or their listener is not bound yet (retried).
+        Partial => "partial",
+        /// No file (yet): no balancings.
+        Missing => "missing",
+        /// The file is not a config (syntax, unknown field, too large); the
+        /// last good config stays.
+        Invalid => "invalid",
+        /// The file could not be read; the last good config stays.
+        Unreadable => "unreadable",
+    }
+}
+
+label_value! {
+    /// State of an endpoint (`endpoints`).
+    EndpointStateLabel {
+        Connecting => "connecting",
+        Ready => "ready",
+        Failed => "failed",
+        Ejected => "ejected",
+        Unhealthy => "unhealthy",
+    }
+}
+
+label_value! {
+    /// Result of a discovery refresh (`discovery_refreshes_total`).
+    DiscoveryResult {
+        Ok => "ok",
+        Error => "error",
+    }
+}
+
+label_value! {
+    /// Result of an active health check (`health_checks_total`).
+    HealthResult {
+        Serving => "serving",
+        NotServing => "not_serving",
+        Error => "error",
     }
 }
 
@@ -268,24 +375,15 @@ impl LocalCallCounters {
     }
 }
 
-/// What became of a call the proxy wanted to retry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RetryOutcome {
-    /// Sent again to another endpoint.
-    Retried,
-    /// The retry budget had no token left.
-    BudgetExhausted,
-    /// The request body no longer fit in the replay buffer.
-    NotReplayable,
-}
-
-impl RetryOutcome {
-    fn as_str(self) -> &'static str {
-        match self {
-            RetryOutcome::Retried => "retried",
-            RetryOutcome::BudgetExhausted => "budget_exhausted",
-            RetryOutcome::NotReplayable => "not_replayable",
-        }
+label_value! {
+    /// What became of a call the proxy wanted to retry (`retries_total`).
+    RetryOutcome {
+        /// Sent again to another endpoint.
+        Retried => "retried",
+        /// The retry budget had no token left.
+        BudgetExhausted => "budget_exhausted",
+        /// The request body no longer fit in the replay buffer.
+        NotReplayable => "not_replayable",
     }
 }
 

@@ -4,6 +4,7 @@
 mod support;
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,6 +18,11 @@ type Answers = Arc<Mutex<Vec<Ipv4Addr>>>;
 /// A UDP DNS server: every A query gets the current list (TTL 0); other
 /// types get an empty NOERROR answer.
 async fn dns_server(answers: Answers) -> SocketAddr {
+    dns_server_counting(answers, Arc::new(AtomicUsize::new(0))).await
+}
+
+/// [`dns_server`], counting the A queries it answers.
+async fn dns_server_counting(answers: Answers, queries: Arc<AtomicUsize>) -> SocketAddr {
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
         .await
         .expect("bind dns");
@@ -24,12 +30,26 @@ async fn dns_server(answers: Answers) -> SocketAddr {
     tokio::spawn(async move {
         let mut buf = [0u8; 512];
         while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
+            if buf.get(..n).is_some_and(is_a_query) {
+                queries.fetch_add(1, Ordering::SeqCst);
+            }
             if let Some(reply) = answer(&buf[..n], &answers) {
                 let _ = socket.send_to(&reply, peer).await;
             }
         }
     });
     addr
+}
+
+fn is_a_query(query: &[u8]) -> bool {
+    let mut pos = 12;
+    while let Some(&len) = query.get(pos) {
+        if len == 0 {
+            return query.get(pos + 1..pos + 3) == Some(&[0, 1]);
+        }
+        pos += 1 + usize::from(len);
+    }
+    false
 }
 
 fn answer(query: &[u8], answers: &Answers) -> Option<Vec<u8>> {
@@ -181,5 +201,71 @@ async fn dns_scale_out_and_in_without_failed_calls() {
         metrics.contains("grpc_balancer_discovery_refreshes_total{balancing=\"greeter\",subset=\"pods\",result=\"ok\"}"),
         "{metrics}"
     );
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_connect_re_resolves_at_once() {
+    // The name first points at 127.0.0.5, where nothing listens; the pod
+    // moved to 127.0.0.6. The refresh interval is far beyond the test: only
+    // the re-resolution a failed connect triggers can find the new address.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.6:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let _moved = grpc_balancer_greeter::spawn_server(
+        SocketAddr::from(([127, 0, 0, 6], port)),
+        BackendOptions::named("moved"),
+    )
+    .await
+    .expect("backend");
+    let answers: Answers = Arc::new(Mutex::new(vec![Ipv4Addr::new(127, 0, 0, 5)]));
+    let queries = Arc::new(AtomicUsize::new(0));
+    let dns = dns_server_counting(answers.clone(), queries.clone()).await;
+    let b = balancing(
+        "greeter",
+        PolicyKind::RoundRobin,
+        vec![Subset {
+            name: "pods".into(),
+            weight: 1,
+            discovery: Discovery::dns(DnsDiscovery {
+                name: "greeter.demo.svc.cluster.local.".into(),
+                port,
+                refresh_interval: config::Duration::from_secs(600),
+            }),
+        }],
+    );
+    let mut settings = test_settings(ConfigSource::Fixed(config(vec![b])));
+    settings.dns_server = Some(dns);
+    let proxy = start(settings).await;
+    let admin = proxy.admin();
+    eventually(
+        Duration::from_secs(5),
+        "the stale address is discovered",
+        || async move {
+            admin_get(admin, "/endpoints")
+                .await
+                .1
+                .contains(&format!("127.0.0.5:{port}"))
+        },
+    )
+    .await;
+    let before = queries.load(Ordering::SeqCst);
+    *answers.lock().expect("answers") = vec![Ipv4Addr::new(127, 0, 0, 6)];
+    eventually(
+        Duration::from_secs(5),
+        "a failed connect re-resolved the name",
+        || async move {
+            admin_get(admin, "/endpoints")
+                .await
+                .1
+                .contains(&format!("127.0.0.6:{port}"))
+        },
+    )
+    .await;
+    assert!(queries.load(Ordering::SeqCst) > before);
+    wait_ready(&proxy, "greeter", 1).await;
+    let mut client = proxy.client("greeter").await;
+    assert_eq!(say_hello(&mut client).await.expect("call"), "moved");
     proxy.stop().await;
 }

@@ -26,10 +26,35 @@ async fn drain_finishes_calls_in_flight() {
         }));
     }
     let admin = proxy.admin();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let state = proxy.running.as_ref().expect("running").state.clone();
+    eventually(Duration::from_secs(5), "10 calls in flight", || {
+        let in_flight: u32 = state
+            .balancings()
+            .iter()
+            .flat_map(|(_, b)| b.subsets.iter().map(|s| s.set.load_full()))
+            .flat_map(|set| {
+                set.endpoints
+                    .iter()
+                    .map(|e| e.in_flight())
+                    .collect::<Vec<_>>()
+            })
+            .sum();
+        async move { in_flight == 10 }
+    })
+    .await;
     let started = tokio::time::Instant::now();
     let stopping = tokio::spawn(proxy.stop());
-    // /ready turns 503 while draining (if the admin server is still up).
+    // /ready turns 503 while draining: the admin server stays up until the
+    // calls in flight are done.
+    eventually(
+        Duration::from_secs(2),
+        "/ready is 503 while draining",
+        || async move {
+            let (status, body) = admin_get(admin, "/ready").await;
+            status == 503 && body.contains("draining")
+        },
+    )
+    .await;
     for c in calls {
         c.await
             .expect("task")
@@ -96,7 +121,14 @@ async fn config_reload_under_steady_calls_fails_nothing() {
             (failed, seen)
         }));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let progress = |n: usize| {
+        let ok = ok.clone();
+        move || {
+            let ok = ok.clone();
+            async move { ok.load(Ordering::Relaxed) >= n }
+        }
+    };
+    eventually(Duration::from_secs(5), "calls flow", progress(50)).await;
 
     // Change "greeter" (policy and a third endpoint); leave "other" alone.
     let mut changed = first.clone();
@@ -119,7 +151,13 @@ async fn config_reload_under_steady_calls_fails_nothing() {
             .contains("least_request")
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let done = ok.load(Ordering::Relaxed);
+    eventually(
+        Duration::from_secs(5),
+        "calls flow on the new config",
+        progress(done + 100),
+    )
+    .await;
 
     // An invalid file is refused; the last good config stays.
     std::fs::write(
@@ -138,7 +176,13 @@ async fn config_reload_under_steady_calls_fails_nothing() {
         },
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let done = ok.load(Ordering::Relaxed);
+    eventually(
+        Duration::from_secs(5),
+        "calls flow after the invalid file",
+        progress(done + 50),
+    )
+    .await;
     assert_eq!(proxy.addr("greeter"), greeter_addr, "listener kept");
     assert_eq!(proxy.addr("other"), other_addr, "untouched balancing kept");
     stop.store(true, Ordering::Relaxed);

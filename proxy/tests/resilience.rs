@@ -132,7 +132,18 @@ async fn failing_endpoint_is_ejected_with_back_off_and_returns() {
     // Back after the ejection time, healthy again.
     bs[0].set_faults(Faults::default());
     bs[0].reset_counts();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    let admin = proxy.admin();
+    eventually(
+        Duration::from_secs(3),
+        "the ejection expires",
+        || async move {
+            !admin_get(admin, "/endpoints")
+                .await
+                .1
+                .contains("\"ejected\":true")
+        },
+    )
+    .await;
     let counts = spread(&mut client, 60).await;
     assert!(counts.get("b0").copied().unwrap_or(0) >= 15, "{counts:?}");
     proxy.stop().await;
@@ -253,8 +264,23 @@ async fn upstream_goaway_and_killed_backends_fail_no_call() {
     // fails and none lands on it.
     let killed = bs.remove(0);
     let killed_name = killed.name().to_owned();
+    let killed_addr = killed.addr();
     killed.kill();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let state = proxy.running.as_ref().expect("running").state.clone();
+    eventually(Duration::from_secs(3), "the killed endpoint is out", || {
+        let out = state.balancings().iter().all(|(_, b)| {
+            b.subsets.iter().all(|s| {
+                s.set
+                    .load()
+                    .endpoints
+                    .iter()
+                    .filter(|e| e.addr == killed_addr)
+                    .all(|e| !e.is_available())
+            })
+        });
+        async move { out }
+    })
+    .await;
     let mut c = client.clone();
     let counts = spread(&mut c, 200).await;
     assert_eq!(counts.get(&killed_name), None, "{counts:?}");

@@ -147,6 +147,13 @@ pub struct Args {
     #[arg(long, env = "GRPC_BALANCER_PROXY_MAX_MEMORY", default_value = "1Gi")]
     pub proxy_max_memory: Quantity,
 
+    /// Who may read the proxy's `/config` and `/endpoints` (the namespace's
+    /// balancings and backend addresses): `loopback` peers only
+    /// (`kubectl port-forward`), or `any` pod. Probes and `/metrics` answer
+    /// everyone either way.
+    #[arg(long, env = "GRPC_BALANCER_PROXY_ADMIN_DEBUG", value_enum, default_value_t = AdminDebugArg::Loopback)]
+    pub proxy_admin_debug: AdminDebugArg,
+
     /// Log level of the proxy (`GRPC_BALANCER_LOG`), overridable per pod.
     #[arg(long, env = "GRPC_BALANCER_PROXY_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
     pub proxy_log_level: LogLevel,
@@ -202,6 +209,12 @@ impl FailurePolicy {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AdminDebugArg {
+    Loopback,
+    Any,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SidecarModeArg {
     Auto,
     Native,
@@ -242,6 +255,7 @@ impl Args {
             drain_delay: self.proxy_drain_delay,
             ready_timeout: self.proxy_ready_timeout,
             admin_port: grpc_balancer_crds::config::DEFAULT_ADMIN_PORT,
+            admin_debug_from_any: self.proxy_admin_debug == AdminDebugArg::Any,
         }
     }
 }
@@ -257,6 +271,7 @@ mod tests {
         assert_eq!(settings.image, DEFAULT_PROXY_IMAGE);
         assert!(settings.resources.cpu_limit.is_none());
         assert_eq!(args.webhook_failure_policy, FailurePolicy::Ignore);
+        assert!(!settings.admin_debug_from_any);
     }
 
     #[test]

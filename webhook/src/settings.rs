@@ -99,6 +99,9 @@ pub struct ProxySettings {
     /// Legacy mode only: how long the `postStart` hook waits for `/ready`.
     pub ready_timeout: Duration,
     pub admin_port: u16,
+    /// The proxy's `/config` and `/endpoints` answer every peer, not only
+    /// loopback ones (`--admin-debug any`).
+    pub admin_debug_from_any: bool,
 }
 
 #[cfg(test)]

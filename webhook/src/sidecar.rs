@@ -65,8 +65,10 @@ pub fn proxy_container(settings: &ProxySettings, proxy: &EffectiveProxy<'_>) -> 
             "--config".to_owned(),
             config_path,
             "--admin".to_owned(),
-            // The kubelet probes the pod IP, so the admin port is not loopback-only.
-            format!("0.0.0.0:{admin_port}"),
+            // The kubelet probes the pod IP, IPv6 on IPv6-only and
+            // IPv6-primary clusters: every address of both families (the
+            // proxy falls back to IPv4 where the node has no IPv6).
+            format!("[::]:{admin_port}"),
         ]),
         env: Some(vec![EnvVar {
             name: PROXY_LOG_ENV.to_owned(),
@@ -92,6 +94,12 @@ pub fn proxy_container(settings: &ProxySettings, proxy: &EffectiveProxy<'_>) -> 
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         ..Container::default()
     };
+    if settings.admin_debug_from_any
+        && let Some(args) = container.args.as_mut()
+    {
+        // /config and /endpoints for every peer, not only loopback ones.
+        args.extend(["--admin-debug".to_owned(), "any".to_owned()]);
+    }
     match settings.mode {
         SidecarMode::Native => {
             // `Always` on an init container makes it a sidecar: the kubelet

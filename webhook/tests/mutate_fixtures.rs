@@ -327,7 +327,7 @@ fn check_injected(
             "--config",
             "/etc/grpc-balancer/config.yaml",
             "--admin",
-            "0.0.0.0:9901"
+            "[::]:9901"
         ],
         "{case}"
     );

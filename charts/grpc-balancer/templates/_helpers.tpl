@@ -140,6 +140,7 @@ passed explicitly so RBAC resourceNames and the code agree.
 - --proxy-allow-image-override
 {{- end }}
 - --proxy-log-level={{ .Values.proxy.logLevel }}
+- --proxy-admin-debug={{ .Values.proxy.adminDebug }}
 {{- with .Values.proxy.resources.requests }}
 {{- with .cpu }}
 - --proxy-cpu-request={{ . }}

@@ -25,7 +25,10 @@ mod duration;
 mod parse;
 
 pub use duration::{Duration, DurationError};
-pub use parse::{ConfigError, FieldError, MAX_CONFIG_BYTES, parse_yaml, to_yaml, validate};
+pub use parse::{
+    ConfigError, FieldError, MAX_CONFIG_BYTES, Partial, RESERVED_PORTS, listeners_overlap,
+    parse_yaml, parse_yaml_partial, to_yaml, validate,
+};
 
 use serde::{Deserialize, Serialize};
 

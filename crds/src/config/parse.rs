@@ -5,7 +5,14 @@ use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
 
-use super::{Balancing, DiscoverySource, PolicyKind, ProxyConfig};
+use super::{Balancing, DEFAULT_ADMIN_PORT, DiscoverySource, PolicyKind, ProxyConfig};
+
+/// Ports the injected sidecar uses itself, which no balancing may listen on,
+/// with what each is for.
+pub const RESERVED_PORTS: &[(u16, &str)] = &[(
+    DEFAULT_ADMIN_PORT,
+    "the sidecar's admin port (/live, /ready, /metrics)",
+)];
 
 /// Documents larger than this are refused before parsing.
 pub const MAX_CONFIG_BYTES: usize = 4 * 1024 * 1024;
@@ -60,6 +67,68 @@ impl ConfigError {
 
 /// Parses and validates a YAML (or JSON) config document.
 pub fn parse_yaml(text: &str) -> Result<ProxyConfig, ConfigError> {
+    let config = deserialize(text)?;
+    let errors = validate(&config);
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError { errors })
+    }
+}
+
+/// A document whose balancings were checked one by one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Partial {
+    /// The balancings without any error.
+    pub config: ProxyConfig,
+    /// Names of the balancings left out (an unnamed one is left out too).
+    pub rejected: Vec<String>,
+    /// Every error, with its field path.
+    pub errors: Vec<FieldError>,
+}
+
+/// Parses a document and validates each balancing on its own: the ones with
+/// errors are left out and reported, the rest is returned. Only a document
+/// that cannot be read as a config at all (syntax, unknown field, too large)
+/// is an error. One broken balancing of a namespace must not hold back the
+/// others: a proxy applies the rest and keeps what it ran of the broken one.
+pub fn parse_yaml_partial(text: &str) -> Result<Partial, ConfigError> {
+    let mut config = deserialize(text)?;
+    let errors = validate(&config);
+    let bad: HashSet<usize> = errors
+        .iter()
+        .filter_map(|e| balancing_index(&e.path))
+        .collect();
+    let mut rejected = Vec::new();
+    let mut i = 0;
+    config.balancings.retain(|b| {
+        let keep = !bad.contains(&i);
+        i += 1;
+        if !keep {
+            rejected.push(b.name.clone());
+        }
+        keep
+    });
+    // Leaving a balancing out cannot make another one invalid: cross-checks
+    // (names, listeners) always blame the later of two.
+    debug_assert!(validate(&config).is_empty());
+    Ok(Partial {
+        config,
+        rejected,
+        errors,
+    })
+}
+
+/// `3` of `balancings[3].listen`.
+fn balancing_index(path: &str) -> Option<usize> {
+    path.strip_prefix("balancings[")?
+        .split_once(']')?
+        .0
+        .parse()
+        .ok()
+}
+
+fn deserialize(text: &str) -> Result<ProxyConfig, ConfigError> {
     if text.len() > MAX_CONFIG_BYTES {
         return Err(ConfigError::single(
             "",
@@ -84,12 +153,7 @@ pub fn parse_yaml(text: &str) -> Result<ProxyConfig, ConfigError> {
             .unwrap_or(message);
         ConfigError::single(path, message)
     })?;
-    let errors = validate(&config);
-    if errors.is_empty() {
-        Ok(config)
-    } else {
-        Err(ConfigError { errors })
-    }
+    Ok(config)
 }
 
 /// Renders a config as YAML (what the operator writes into the ConfigMap).
@@ -102,7 +166,7 @@ pub fn validate(config: &ProxyConfig) -> Vec<FieldError> {
     let mut errors = Vec::new();
     let mut push = |path: String, message: String| errors.push(FieldError { path, message });
     let mut names = HashSet::new();
-    let mut listeners = HashSet::new();
+    let mut listeners: Vec<(SocketAddr, &str)> = Vec::new();
     for (i, b) in config.balancings.iter().enumerate() {
         let at = format!("balancings[{i}]");
         check_balancing(b, &at, &mut push);
@@ -112,16 +176,28 @@ pub fn validate(config: &ProxyConfig) -> Vec<FieldError> {
                 format!("{:?} is used by an earlier balancing", b.name),
             );
         }
-        if let Ok(addr) = b.listen.parse::<SocketAddr>()
-            && !listeners.insert(addr)
-        {
-            push(
-                format!("{at}.listen"),
-                format!("{addr} is used by an earlier balancing"),
-            );
+        if let Ok(addr) = b.listen.parse::<SocketAddr>() {
+            if let Some((_, other)) = listeners.iter().find(|(l, _)| listeners_overlap(*l, addr)) {
+                push(
+                    format!("{at}.listen"),
+                    format!(
+                        "{:?} is not valid: balancing {other:?} listens on the same port",
+                        b.listen
+                    ),
+                );
+            } else {
+                listeners.push((addr, b.name.as_str()));
+            }
         }
     }
     errors
+}
+
+/// Whether two listeners cannot both be bound: the same port on the same
+/// address, or on any address when one of them is a wildcard (`0.0.0.0`, and
+/// `[::]`, which the proxy binds dual-stack).
+pub fn listeners_overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 fn check_balancing(b: &Balancing, at: &str, push: &mut impl FnMut(String, String)) {
@@ -141,7 +217,14 @@ fn check_balancing(b: &Balancing, at: &str, push: &mut impl FnMut(String, String
             format!("{at}.listen"),
             format!("{:?} needs a port other than 0", b.listen),
         ),
-        Ok(_) => {}
+        Ok(addr) => {
+            if let Some((port, what)) = RESERVED_PORTS.iter().find(|(p, _)| *p == addr.port()) {
+                push(
+                    format!("{at}.listen"),
+                    format!("{:?} is not valid: port {port} is {what}", b.listen),
+                );
+            }
+        }
         Err(_) => push(
             format!("{at}.listen"),
             format!("{:?} is not an ip:port socket address", b.listen),
@@ -447,5 +530,91 @@ balancings:
         let paths: Vec<&str> = e.errors.iter().map(|e| e.path.as_str()).collect();
         assert!(paths.contains(&"balancings[1].name"), "{paths:?}");
         assert!(paths.contains(&"balancings[1].listen"), "{paths:?}");
+    }
+
+    fn one(listen: &str, endpoint: &str) -> String {
+        format!(
+            "balancings:\n  - {{ name: a, listen: \"{listen}\", subsets: [{{ name: s, discovery: {{ static: [\"{endpoint}\"] }} }}] }}\n"
+        )
+    }
+
+    #[test]
+    fn the_admin_port_is_not_a_listener_port() {
+        for listen in ["127.0.0.1:9901", "0.0.0.0:9901", "[::1]:9901"] {
+            let e = parse_yaml(&one(listen, "127.0.0.1:50051")).expect_err(listen);
+            assert_eq!(e.errors.len(), 1, "{e}");
+            assert_eq!(
+                e.errors[0].to_string(),
+                format!(
+                    "balancings[0].listen: {listen:?} is not valid: port 9901 is the sidecar's admin port (/live, /ready, /metrics)"
+                )
+            );
+        }
+        parse_yaml(&one("127.0.0.1:9902", "127.0.0.1:9901")).expect("a backend may use 9901");
+    }
+
+    #[test]
+    fn ipv6_listeners_and_endpoints_are_accepted() {
+        let c = parse_yaml(&one("[::1]:15001", "[fd00::1]:50051")).expect("IPv6 is valid");
+        assert_eq!(c.balancings[0].listen, "[::1]:15001");
+        let text = r#"
+balancings:
+  - { name: a, listen: "[::]:15001", subsets: [{ name: s, discovery: { static: ["[fd00::1]:50051", "10.0.0.1:50051"], } }] }
+  - { name: b, listen: "[::1]:15002", subsets: [{ name: s, discovery: { dns: { name: "fd00--1.example", port: 50051 } } }] }
+"#;
+        parse_yaml(text).expect("dual-stack and IPv6 loopback listeners");
+        let e = parse_yaml(&one("::1:15001", "127.0.0.1:1")).expect_err("needs brackets");
+        assert_eq!(e.errors[0].path, "balancings[0].listen");
+    }
+
+    #[test]
+    fn listeners_on_the_same_port_overlap_through_wildcards() {
+        for (first, second) in [
+            ("127.0.0.1:15001", "0.0.0.0:15001"),
+            ("0.0.0.0:15001", "127.0.0.1:15001"),
+            ("[::]:15001", "127.0.0.1:15001"),
+            ("[::1]:15001", "[::]:15001"),
+            ("[::1]:15001", "[::1]:15001"),
+        ] {
+            let text = format!(
+                "balancings:\n  - {{ name: a, listen: \"{first}\", subsets: [{{ name: s, discovery: {{ static: [] }} }}] }}\n  - {{ name: b, listen: \"{second}\", subsets: [{{ name: s, discovery: {{ static: [] }} }}] }}\n"
+            );
+            let e = parse_yaml(&text).expect_err(&text);
+            assert_eq!(
+                e.errors[0].to_string(),
+                format!(
+                    "balancings[1].listen: {second:?} is not valid: balancing \"a\" listens on the same port"
+                )
+            );
+        }
+        let text = "balancings:\n  - { name: a, listen: \"127.0.0.1:15001\", subsets: [{ name: s, discovery: { static: [] } }] }\n  - { name: b, listen: \"127.0.0.2:15001\", subsets: [{ name: s, discovery: { static: [] } }] }\n  - { name: c, listen: \"[::1]:15001\", subsets: [{ name: s, discovery: { static: [] } }] }\n";
+        parse_yaml(text).expect("distinct addresses share a port");
+    }
+
+    #[test]
+    fn partial_parsing_keeps_the_valid_balancings() {
+        let text = r#"
+balancings:
+  - { name: good, listen: "127.0.0.1:15001", subsets: [{ name: s, discovery: { static: [] } }] }
+  - { name: admin, listen: "127.0.0.1:9901", subsets: [{ name: s, discovery: { static: [] } }] }
+  - { name: good, listen: "127.0.0.1:15003", subsets: [{ name: s, discovery: { static: [] } }] }
+  - { name: other, listen: "127.0.0.1:15004", subsets: [{ name: s, weight: 0, discovery: { static: [] } }] }
+  - { name: fine, listen: "127.0.0.1:15005", subsets: [{ name: s, discovery: { static: [] } }] }
+"#;
+        let p = parse_yaml_partial(text).expect("readable");
+        let names: Vec<&str> = p
+            .config
+            .balancings
+            .iter()
+            .map(|b| b.name.as_str())
+            .collect();
+        assert_eq!(names, ["good", "fine"]);
+        assert_eq!(p.rejected, ["admin", "good", "other"]);
+        assert_eq!(p.errors.len(), 3, "{:?}", p.errors);
+        assert!(validate(&p.config).is_empty());
+        assert!(parse_yaml_partial("balancings: 7").is_err());
+        let all_good = parse_yaml_partial(GOOD).expect("valid");
+        assert!(all_good.errors.is_empty() && all_good.rejected.is_empty());
+        assert_eq!(all_good.config, parse_yaml(GOOD).expect("valid"));
     }
 }

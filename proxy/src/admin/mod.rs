@@ -1,13 +1,24 @@
 //! The admin HTTP server: `/live`, `/ready`, `/metrics`, `/config`,
 //! `/endpoints`.
+//!
+//! The probes and `/metrics` answer every peer: the kubelet probes the pod
+//! IP and Prometheus scrapes it. `/config` and `/endpoints` show the
+//! balancings and backend addresses of the namespace, so by default they
+//! answer loopback peers only (`kubectl port-forward`, `kubectl exec`, the
+//! app's own container) and 403 anyone else, as linkerd2-proxy does for its
+//! sensitive admin endpoints. One port keeps the pod spec and the probes as
+//! they are; the peer address of an accepted TCP connection cannot be
+//! forged off-host without a completed handshake, and IPv4-mapped peers of
+//! the dual-stack socket are unmapped before the check.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
@@ -16,14 +27,27 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::AppState;
 use crate::endpoint::ConnState;
-use crate::metrics::{BalancingLabels, EndpointStateLabels};
+use crate::metrics::{BalancingLabels, EndpointStateLabel, EndpointStateLabels, LabelValue as _};
 
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
+/// Who may read `/config` and `/endpoints`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum DebugAccess {
+    /// Loopback peers only (the default).
+    #[default]
+    Loopback,
+    /// Every peer that reaches the admin port.
+    Any,
+}
+
+/// Binds the admin server; `[::]:PORT` listens on both families (the
+/// kubelet probes the pod IP, IPv6 on IPv6-only and IPv6-primary clusters),
+/// falling back to `0.0.0.0:PORT` where the kernel has no IPv6.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    crate::net::bind(addr)
 }
 
 pub async fn serve(listener: TcpListener, state: Arc<AppState>, stop: CancellationToken) {
-    let app = router(state);
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await;
@@ -32,31 +56,69 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, stop: Cancellati
     }
 }
 
+/// The routes. Serve them with `ConnectInfo<SocketAddr>` (as [`serve`]
+/// does): without a peer address the debug endpoints answer no one.
 pub fn router(state: Arc<AppState>) -> Router {
+    let debug = Router::new()
+        .route("/config", get(config))
+        .route("/endpoints", get(endpoints))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            debug_access,
+        ));
     Router::new()
         .route("/live", get(|| async { "live\n" }))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
-        .route("/config", get(config))
-        .route("/endpoints", get(endpoints))
+        .merge(debug)
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         .with_state(state)
 }
 
-/// Ready once a config is loaded and its listeners are bound, whatever the
-/// endpoints: the application must be able to start before its backends.
-async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    if state.draining.load(Ordering::Acquire) {
-        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
-    } else if state.loaded.load(Ordering::Acquire) {
-        (StatusCode::OK, "ready\n").into_response()
+/// Whether `peer` may read the debug endpoints under `access`.
+pub fn debug_allowed(access: DebugAccess, peer: Option<SocketAddr>) -> bool {
+    match access {
+        DebugAccess::Any => true,
+        DebugAccess::Loopback => peer.is_some_and(|p| crate::net::is_loopback_peer(p.ip())),
+    }
+}
+
+async fn debug_access(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    if debug_allowed(state.admin_debug, peer) {
+        next.run(req).await
     } else {
         (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no valid config loaded yet\n",
+            StatusCode::FORBIDDEN,
+            "this endpoint answers loopback peers only (kubectl port-forward, or the proxy's --admin-debug any)\n",
         )
             .into_response()
     }
+}
+
+/// Ready once a config is loaded and every listener of it is bound, whatever
+/// the endpoints: the application must be able to start before its
+/// backends. A listener that cannot bind (its port taken) keeps the proxy
+/// unready, and the body says which and why, until a retry binds it.
+async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    if state.draining.load(Ordering::Acquire) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
+    }
+    if !state.loaded.load(Ordering::Acquire) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "no config loaded yet\n").into_response();
+    }
+    let unbound = state.unbound();
+    if unbound.is_empty() {
+        return (StatusCode::OK, "ready\n").into_response();
+    }
+    let mut body = String::from("listeners not bound (retrying):\n");
+    for (name, error) in unbound {
+        body.push_str(&format!("  balancing {name}: {error}\n"));
+    }
+    (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
@@ -88,29 +150,26 @@ fn refresh_gauges(state: &AppState) {
     for (_, b) in state.balancings() {
         let mut in_flight = 0i64;
         for s in &b.subsets {
-            let mut counts = [0i64; 5];
+            let mut counts = [0i64; EndpointStateLabel::ALL.len()];
             for e in &s.set.load().endpoints {
                 in_flight += i64::from(e.in_flight());
-                let slot = match e.state() {
-                    ConnState::Ready if e.is_ejected() => 3,
-                    ConnState::Ready if !e.is_healthy() => 4,
-                    ConnState::Ready => 1,
-                    ConnState::Connecting => 0,
-                    ConnState::Failed | ConnState::Removed => 2,
+                let state = match e.state() {
+                    ConnState::Ready if e.is_ejected() => EndpointStateLabel::Ejected,
+                    ConnState::Ready if !e.is_healthy() => EndpointStateLabel::Unhealthy,
+                    ConnState::Ready => EndpointStateLabel::Ready,
+                    ConnState::Connecting => EndpointStateLabel::Connecting,
+                    ConnState::Failed | ConnState::Removed => EndpointStateLabel::Failed,
                 };
-                counts[slot] += 1;
+                counts[state as usize] += 1;
             }
-            for (slot, name) in ["connecting", "ready", "failed", "ejected", "unhealthy"]
-                .iter()
-                .enumerate()
-            {
+            for (state, count) in EndpointStateLabel::ALL.iter().zip(counts) {
                 m.endpoints
                     .get_or_create(&EndpointStateLabels {
                         balancing: b.name().to_owned(),
                         subset: s.shared.name.to_string(),
-                        state: (*name).to_owned(),
+                        state: state.as_str().to_owned(),
                     })
-                    .set(counts[slot]);
+                    .set(count);
             }
         }
         m.calls_in_flight

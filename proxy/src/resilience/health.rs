@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::endpoint::{ConnState, Endpoint};
 use crate::grpc_status;
-use crate::metrics::HealthLabels;
+use crate::metrics::{HealthLabels, HealthResult, LabelValue as _};
 use crate::transport::body::RequestBody;
 
 #[derive(Debug, Clone)]
@@ -60,26 +60,26 @@ pub enum CheckError {
 /// probes in a row take an endpoint out, `healthy_threshold` good ones bring
 /// it back.
 pub async fn run(endpoint: Arc<Endpoint>, settings: HealthSettings, cancel: CancellationToken) {
-    let labels = |result: &str| HealthLabels {
+    let labels = |result: HealthResult| HealthLabels {
         balancing: endpoint.subset.balancing.to_string(),
         subset: endpoint.subset.name.to_string(),
-        result: result.to_owned(),
+        result: result.as_str().to_owned(),
     };
     let serving = endpoint
         .subset
         .metrics
         .health_checks
-        .get_or_create_owned(&labels("serving"));
+        .get_or_create_owned(&labels(HealthResult::Serving));
     let not_serving = endpoint
         .subset
         .metrics
         .health_checks
-        .get_or_create_owned(&labels("not_serving"));
+        .get_or_create_owned(&labels(HealthResult::NotServing));
     let errors = endpoint
         .subset
         .metrics
         .health_checks
-        .get_or_create_owned(&labels("error"));
+        .get_or_create_owned(&labels(HealthResult::Error));
     let (mut good, mut bad) = (0u32, 0u32);
     let mut ticker = tokio::time::interval(settings.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

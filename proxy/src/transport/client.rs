@@ -12,7 +12,10 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::body::RequestBody;
-use super::{CONNECTION_WINDOW, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, STREAM_WINDOW};
+use super::{
+    CONNECTION_WINDOW, DEFAULT_PING_INTERVAL, DEFAULT_PING_TIMEOUT, DEFAULT_TCP_KEEPALIVE,
+    STREAM_WINDOW, TCP_KEEPALIVE_PROBES,
+};
 use crate::endpoint::{ConnState, Endpoint};
 use crate::util::random_unit;
 
@@ -21,6 +24,12 @@ pub struct ConnectSettings {
     pub connect_timeout: Duration,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// HTTP/2 ping after this long without a frame from the endpoint, only
+    /// while calls are open; `None`: no pings. See [`DEFAULT_PING_INTERVAL`].
+    pub ping_interval: Option<Duration>,
+    pub ping_timeout: Duration,
+    /// TCP keepalive idle time and probe gap; `None`: off.
+    pub tcp_keepalive: Option<Duration>,
 }
 
 impl Default for ConnectSettings {
@@ -29,6 +38,9 @@ impl Default for ConnectSettings {
             connect_timeout: Duration::from_secs(2),
             backoff_base: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
+            ping_interval: Some(DEFAULT_PING_INTERVAL),
+            ping_timeout: DEFAULT_PING_TIMEOUT,
+            tcp_keepalive: Some(DEFAULT_TCP_KEEPALIVE),
         }
     }
 }
@@ -115,21 +127,29 @@ async fn connect(
         .map_err(|_| ConnectError::Timeout(settings.connect_timeout))??;
     // gRPC messages are small and latency-bound.
     tcp.set_nodelay(true)?;
-    let handshake = builder().handshake(TokioIo::new(tcp));
+    if let Some(idle) = settings.tcp_keepalive {
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(idle)
+            .with_interval(idle)
+            .with_retries(TCP_KEEPALIVE_PROBES);
+        socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive)?;
+    }
+    let handshake = builder(settings).handshake(TokioIo::new(tcp));
     let (sender, connection) = tokio::time::timeout(settings.connect_timeout, handshake)
         .await
         .map_err(|_| ConnectError::Timeout(settings.connect_timeout))??;
     Ok((sender, connection))
 }
 
-fn builder() -> http2::Builder<TokioExecutor> {
+fn builder(settings: ConnectSettings) -> http2::Builder<TokioExecutor> {
     let mut b = http2::Builder::new(TokioExecutor::new());
     b.timer(TokioTimer::new())
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
-        .keep_alive_interval(KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true)
+        .keep_alive_interval(settings.ping_interval)
+        .keep_alive_timeout(settings.ping_timeout)
+        // Never on an idle connection: servers answer that with GOAWAY.
+        .keep_alive_while_idle(false)
         .max_concurrent_reset_streams(1024);
     b
 }

@@ -21,12 +21,15 @@ use crate::metrics::BalancingLabels;
 /// Streams one downstream connection may have open at once.
 const MAX_CONCURRENT_STREAMS: u32 = 1024;
 
-/// Serves `listener` until `stop` fires, then sends GOAWAY on every open
-/// connection and returns once their calls are done.
+/// Serves `listener` until `stop` fires, hands the listener back through
+/// `handback` (a balancing taking over the address keeps the socket and the
+/// connections queued on it; dropping it closes the port), then sends GOAWAY
+/// on every open connection and returns once their calls are done.
 pub async fn serve(
     listener: TcpListener,
     balancing: Arc<ArcSwap<Balancing>>,
     stop: CancellationToken,
+    handback: tokio::sync::oneshot::Sender<TcpListener>,
 ) {
     let builder = builder();
     let graceful = GracefulShutdown::new();
@@ -70,7 +73,8 @@ pub async fn serve(
             }
         });
     }
-    drop(listener);
+    // Closed at once when nobody takes it over.
+    let _ = handback.send(listener);
     tracing::debug!(balancing = %name, connections = graceful.count(), "listener closed; draining connections");
     graceful.shutdown().await;
 }
@@ -89,9 +93,8 @@ fn builder() -> http2::Builder<TokioExecutor> {
     b
 }
 
-/// Binds a listener, with the error naming the address.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
+/// Binds a listener (`[::]` is dual-stack), with the error naming the address.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    crate::net::bind(addr)
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
 }

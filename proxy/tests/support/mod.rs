@@ -114,6 +114,7 @@ pub fn test_settings(source: ConfigSource) -> Settings {
         connect_timeout: Duration::from_secs(1),
         backoff_base: Duration::from_millis(20),
         backoff_max: Duration::from_millis(200),
+        ..ConnectSettings::default()
     };
     s
 }
