@@ -109,6 +109,15 @@ impl Metrics {
             (|| Histogram::new(exponential_buckets(0.0005, 2.0, 16))) as fn() -> Histogram,
         );
         let leader = Gauge::default();
+        // Every series of a closed label set exists from the start, at 0:
+        // `rate()` and alerts see a first increase, and the exported
+        // families are the same whatever happened yet.
+        for &controller in Controller::ALL {
+            reconciles.get_or_create(&ControllerLabels { controller });
+            for &error in ErrorKind::ALL {
+                errors.get_or_create(&ErrorLabels { controller, error });
+            }
+        }
         registry.register("reconciles", "Reconciles run", reconciles.clone());
         registry.register(
             "reconcile_errors",

@@ -228,10 +228,10 @@ async fn the_readme_metrics_table_matches_the_operator_process() {
     let metrics = poll_until("both controllers to have reconciled", TIMEOUT, || async {
         let (_, text) = op.get("/metrics").await?;
         let seen = |c: Controller| {
-            text.contains(&format!(
-                "{PREFIX}reconciles_total{{controller=\"{}\"}}",
-                c.as_str()
-            ))
+            let sample = format!("{PREFIX}reconciles_total{{controller=\"{}\"}} ", c.as_str());
+            text.lines()
+                .filter_map(|l| l.strip_prefix(&sample))
+                .any(|v| v.parse::<f64>().is_ok_and(|v| v > 0.0))
         };
         if Controller::ALL.iter().all(|c| seen(*c)) {
             Ok(text)

@@ -229,7 +229,7 @@ async fn a_two_subset_balancing_through_its_life() {
             vec![
                 "greeter",
                 "round_robin",
-                "v1,v2",
+                "v1=75,v2=25",
                 "15001",
                 "4",
                 "True",
@@ -499,28 +499,29 @@ async fn two_balancings_never_apply_one_service_name() {
     let gbs: Api<GrpcBalancing> = Api::namespaced(client.clone(), ns.name());
     let services: Api<Service> = Api::namespaced(client.clone(), ns.name());
 
-    // `a-b` without subsets and `a` with subset `b`: both `grpcb-a-b`.
+    // `a` with subset `b` and `a-b` without subsets: both `grpcb-a-b`. The
+    // older keeps it (creation second, then the smaller name: `a` either way).
     let older = balancing(
-        "a-b",
-        "selector: { app: whole }\nport: 50051\nlistenerPort: 15001\n",
+        "a",
+        "selector: { app: part }\nport: 50051\nlistenerPort: 15001\nsubsets:\n  - { name: b, labels: { version: b } }\n",
     );
     gbs.create(&PostParams::default(), &older)
         .await
         .expect("created");
-    poll_until("a-b to have its Service", TIMEOUT, || {
+    poll_until("a to have its Service", TIMEOUT, || {
         service_holder(&services, "grpcb-a-b")
     })
     .await;
     let newer = balancing(
-        "a",
-        "selector: { app: part }\nport: 50051\nlistenerPort: 15002\nsubsets:\n  - { name: b, labels: { version: b } }\n",
+        "a-b",
+        "selector: { app: whole }\nport: 50051\nlistenerPort: 15002\n",
     );
     gbs.create(&PostParams::default(), &newer)
         .await
         .expect("created");
 
-    let (_, message) = poll_until("a to report the conflict", TIMEOUT, || async {
-        let got = ready_reason(&gbs, "a").await?;
+    let (_, message) = poll_until("a-b to report the conflict", TIMEOUT, || async {
+        let got = ready_reason(&gbs, "a-b").await?;
         if got.0 == "ServiceNameConflict" {
             Ok(got)
         } else {
@@ -529,13 +530,13 @@ async fn two_balancings_never_apply_one_service_name() {
     })
     .await;
     assert!(
-        message.contains("grpcb-a-b") && message.contains("\"a-b\""),
+        message.contains("grpcb-a-b") && message.contains("\"a\""),
         "{message}"
     );
     // The older one keeps it: its labels, its owner, its selector.
     assert_eq!(
         service_holder(&services, "grpcb-a-b").await,
-        Ok(("a-b".to_owned(), "a-b".to_owned()))
+        Ok(("a".to_owned(), "a".to_owned()))
     );
     let selector = services
         .get("grpcb-a-b")
@@ -546,19 +547,23 @@ async fn two_balancings_never_apply_one_service_name() {
         .unwrap_or_default();
     assert_eq!(
         selector,
-        [("app".to_owned(), "whole".to_owned())].into(),
-        "the Service selects a-b's pods"
+        [
+            ("app".to_owned(), "part".to_owned()),
+            ("version".to_owned(), "b".to_owned())
+        ]
+        .into(),
+        "the Service selects a's pods"
     );
-    let reason = ready_reason(&gbs, "a-b").await.expect("a-b has a status");
+    let reason = ready_reason(&gbs, "a").await.expect("a has a status");
     assert_ne!(reason.0, "ServiceNameConflict", "{reason:?}");
-    poll_until("only a-b in the ConfigMap", TIMEOUT, || async {
+    poll_until("only a in the ConfigMap", TIMEOUT, || async {
         let names: Vec<String> = proxy_config(&client, ns.name())
             .await?
             .balancings
             .into_iter()
             .map(|b| b.name)
             .collect();
-        if names == ["a-b"] {
+        if names == ["a"] {
             Ok(())
         } else {
             Err(format!("{names:?}"))
@@ -567,13 +572,13 @@ async fn two_balancings_never_apply_one_service_name() {
     .await;
 
     // Once the older one is gone the name is free for the newer.
-    gbs.delete("a-b", &DeleteParams::default())
+    gbs.delete("a", &DeleteParams::default())
         .await
         .expect("deleted");
-    poll_until("a to take the Service over", TIMEOUT, || async {
+    poll_until("a-b to take the Service over", TIMEOUT, || async {
         let holder = service_holder(&services, "grpcb-a-b").await?;
-        let reason = ready_reason(&gbs, "a").await?;
-        if holder == ("a".to_owned(), "a".to_owned()) && reason.0 != "ServiceNameConflict" {
+        let reason = ready_reason(&gbs, "a-b").await?;
+        if holder == ("a-b".to_owned(), "a-b".to_owned()) && reason.0 != "ServiceNameConflict" {
             Ok(())
         } else {
             Err(format!("{holder:?} {reason:?}"))

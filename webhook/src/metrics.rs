@@ -79,6 +79,11 @@ impl Default for WebhookMetrics {
 impl WebhookMetrics {
     /// Adds the metrics to `registry` under the `webhook` prefix.
     pub fn register(&self, registry: &mut Registry) {
+        // Every outcome exists from the start, at 0 (see the operator's
+        // metrics for why).
+        for &outcome in Outcome::ALL {
+            self.reviews.get_or_create(&OutcomeLabels { outcome });
+        }
         let sub = registry.sub_registry_with_prefix("webhook");
         sub.register(
             "admission_reviews",

@@ -31,6 +31,12 @@ pub struct GrpcBalancingStatus {
     #[serde(default)]
     pub subsets: Vec<SubsetStatus>,
 
+    /// The subsets and their weights, `v1=75,v2=25` (absent without
+    /// subsets), for `kubectl get`: a printer column shows only the first
+    /// value of a list.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub subset_weights: String,
+
     /// Ready endpoints over all subsets.
     #[serde(default)]
     pub ready_endpoints: i32,

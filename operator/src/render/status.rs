@@ -90,6 +90,13 @@ pub fn desired_status(
         }],
         services,
         subsets: eval.subsets.clone(),
+        subset_weights: gb
+            .spec
+            .subsets
+            .iter()
+            .map(|s| format!("{}={}", s.name, s.weight))
+            .collect::<Vec<_>>()
+            .join(","),
         ready_endpoints: eval.ready_endpoints,
         pods_without_proxy,
         pods_without_balancing: Vec::new(),
