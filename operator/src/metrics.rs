@@ -113,9 +113,9 @@ impl Metrics {
         // `rate()` and alerts see a first increase, and the exported
         // families are the same whatever happened yet.
         for &controller in Controller::ALL {
-            reconciles.get_or_create(&ControllerLabels { controller });
+            let _ = reconciles.get_or_create(&ControllerLabels { controller });
             for &error in ErrorKind::ALL {
-                errors.get_or_create(&ErrorLabels { controller, error });
+                let _ = errors.get_or_create(&ErrorLabels { controller, error });
             }
         }
         registry.register("reconciles", "Reconciles run", reconciles.clone());

@@ -189,6 +189,7 @@ async fn bench_https(reviewer: Arc<Reviewer>, body: &str) -> Duration {
         tls,
         router(reviewer, Arc::default()),
         Arc::default(),
+        grpc_balancer_webhook::Serving::default(),
         async {
             let _ = stop_rx.await;
         },

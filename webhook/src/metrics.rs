@@ -82,7 +82,7 @@ impl WebhookMetrics {
         // Every outcome exists from the start, at 0 (see the operator's
         // metrics for why).
         for &outcome in Outcome::ALL {
-            self.reviews.get_or_create(&OutcomeLabels { outcome });
+            let _ = self.reviews.get_or_create(&OutcomeLabels { outcome });
         }
         let sub = registry.sub_registry_with_prefix("webhook");
         sub.register(

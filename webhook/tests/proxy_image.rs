@@ -78,8 +78,7 @@ fn containerfile_config(text: &str) -> ImageConfig {
             "COPY" => {
                 let dest = rest
                     .split_whitespace()
-                    .filter(|w| !w.starts_with("--"))
-                    .next_back()
+                    .rfind(|w| !w.starts_with("--"))
                     .expect("COPY has a destination");
                 config.files.push(dest.to_owned());
             }
