@@ -8,6 +8,12 @@ pub const INJECT: &str = "grpcbalancer.io/sidecar.inject";
 /// the proxy version. The operator's metadata-only pod watch cannot see
 /// containers, so this is how it tells injected pods from the others.
 pub const INJECTED: &str = "grpcbalancer.io/injected";
+/// Pod annotation the webhook sets on every pod it injected: the names of
+/// the `GrpcBalancing`s whose `GRPC_BALANCER_<NAME>_ADDR` env vars the pod's
+/// containers got, comma-separated. A balancing missing from it was not
+/// rendered when the pod was created; the operator lists such pods in the
+/// balancing's status (`podsWithoutBalancing`) so they can be restarted.
+pub const BALANCINGS: &str = "grpcbalancer.io/balancings";
 /// Name of the injected proxy container.
 pub const PROXY_CONTAINER_NAME: &str = "grpc-balancer-proxy";
 

@@ -6,7 +6,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use grpc_balancer_operator::metrics::{ApiRequestCounter, Metrics as OperatorMetrics};
+use grpc_balancer_operator::metrics::{
+    ApiRequestCounter, Controller, ErrorKind, Metrics as OperatorMetrics,
+};
 use grpc_balancer_proxy::metrics::{
     BalancingLabels, CallLabels, DiscoveryLabels, EndpointStateLabels, HealthLabels,
     Metrics as ProxyMetrics, ResultLabels, RetryLabels, SubsetLabels,
@@ -100,7 +102,11 @@ fn exported() -> Vec<Family> {
     let api_requests = ApiRequestCounter::default();
     api_requests.record("get", "pods");
     let mut operator = OperatorMetrics::new(api_requests);
-    operator.observe("grpcbalancing", Duration::ZERO, Some("api"));
+    operator.observe(
+        Controller::GrpcBalancing,
+        Duration::ZERO,
+        Some(ErrorKind::ApplyService),
+    );
     let webhook = WebhookMetrics::default();
     webhook.register(&mut operator.registry);
     webhook.observe(Outcome::Injected, Duration::ZERO);

@@ -93,7 +93,8 @@ pub fn desired_config_map(ctx: &Context, namespace: &str) -> Result<Option<Confi
         balancings.iter().map(|b| b.as_ref()),
         &endpoints,
         &ctx.cluster_domain,
-    );
+    )
+    .with_proxy_admin_port(ctx.proxy_admin_port);
     if view.is_empty() {
         return Ok(None);
     }

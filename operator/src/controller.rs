@@ -14,13 +14,15 @@
 //! - pods, metadata only: an annotated pod triggers the balancings of its
 //!   namespace (their status lists pods without the proxy).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt as _};
-use grpc_balancer_crds::annotations::{BALANCING_LABEL, INJECT, INJECTED};
-use grpc_balancer_crds::v1alpha1::{GrpcBalancing, GrpcBalancingStatus, READY_CONDITION};
+use grpc_balancer_crds::annotations::{BALANCING_LABEL, BALANCINGS, INJECT, INJECTED};
+use grpc_balancer_crds::v1alpha1::{
+    ConditionReason, GrpcBalancing, GrpcBalancingStatus, READY_CONDITION,
+};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -41,7 +43,8 @@ use crate::metrics::{GRPC_BALANCING_CONTROLLER, Metrics};
 use crate::names::{CONTROLLER_NAME, FIELD_MANAGER, managed_by_selector};
 use crate::recent_writes::RecentWrites;
 use crate::render::{
-    EndpointIndex, NamespaceView, desired_services, desired_status, service_needs_apply,
+    EndpointIndex, NamespaceView, Outcome, desired_services, desired_status, pod_list,
+    service_needs_apply,
 };
 use crate::settings::Settings;
 use crate::trim;
@@ -65,6 +68,8 @@ const STORES_NOT_READY_RETRY: Duration = Duration::from_millis(200);
 pub struct Context {
     pub client: Client,
     pub cluster_domain: String,
+    /// Admin port of the injected proxies: no listener may use it.
+    pub proxy_admin_port: u16,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
     pub balancings: Store<GrpcBalancing>,
@@ -103,6 +108,7 @@ impl Context {
         Context {
             client,
             cluster_domain,
+            proxy_admin_port: grpc_balancer_crds::config::DEFAULT_ADMIN_PORT,
             metrics,
             recorder,
             balancings: stores.balancings,
@@ -115,6 +121,12 @@ impl Context {
             services_written: RecentWrites::default(),
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The context with the proxies' admin port moved to `port`.
+    pub fn with_proxy_admin_port(mut self, port: u16) -> Context {
+        self.proxy_admin_port = port;
+        self
     }
 
     /// Whether every store holds a complete first listing, without waiting.
@@ -257,20 +269,23 @@ pub async fn run(client: Client, settings: Settings, stop: CancellationToken) {
             instance: Some(settings.leader.identity.clone()),
         },
     );
-    let ctx = Arc::new(Context::new(
-        client,
-        settings.cluster_domain.clone(),
-        settings.metrics.clone(),
-        recorder,
-        Stores {
-            balancings: gb_store.clone(),
-            services: svc_store,
-            slices: slice_store,
-            pods: pod_store,
-            config_maps: cm_store,
-        },
-        config_dirty.clone(),
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client,
+            settings.cluster_domain.clone(),
+            settings.metrics.clone(),
+            recorder,
+            Stores {
+                balancings: gb_store.clone(),
+                services: svc_store,
+                slices: slice_store,
+                pods: pod_store,
+                config_maps: cm_store,
+            },
+            config_dirty.clone(),
+        )
+        .with_proxy_admin_port(settings.proxy_admin_port),
+    );
 
     let balancings = until_stopped(watches.balancings, stop.clone()).inspect({
         let dirty = config_dirty.clone();
@@ -381,9 +396,10 @@ fn on_balancing_event(
     };
     config_dirty.mark(ns.to_owned());
     let port = gb.spec.listener_port;
+    let name = gb.metadata.name.as_deref().unwrap_or_default();
     for other in store.state() {
         if other.metadata.namespace.as_deref() == Some(ns)
-            && other.spec.listener_port == port
+            && (other.spec.listener_port == port || may_share_services(&other, name))
             && other.metadata.name != gb.metadata.name
         {
             siblings.mark(ObjectRef::from_obj(other.as_ref()));
@@ -403,6 +419,25 @@ fn pods_without_proxy(ctx: &Context, namespace: &str) -> Vec<String> {
         .filter(|p| p.metadata.namespace.as_deref() == Some(namespace))
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter(|p| asks_for_injection(p) && !p.annotations().contains_key(INJECTED))
+        .map(|p| p.name_any())
+        .collect()
+}
+
+/// Pods of `namespace` that run the proxy but whose containers did not get
+/// `balancing`'s env var (the webhook records the ones they got). Pods
+/// injected before that record existed say nothing and are not listed.
+fn pods_without_balancing(ctx: &Context, namespace: &str, balancing: &str) -> Vec<String> {
+    ctx.pods
+        .state()
+        .iter()
+        .filter(|p| p.metadata.namespace.as_deref() == Some(namespace))
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| asks_for_injection(p) && p.annotations().contains_key(INJECTED))
+        .filter(|p| {
+            p.annotations()
+                .get(BALANCINGS)
+                .is_some_and(|got| !got.split(',').any(|n| n == balancing))
+        })
         .map(|p| p.name_any())
         .collect()
 }
@@ -446,7 +481,36 @@ async fn reconcile_inner(gb: &GrpcBalancing, ctx: &Context) -> Result<Action> {
         return Ok(Action::await_change());
     }
 
-    let service_names = apply_services(gb, ns, name, ctx).await?;
+    // Only what this balancing's evaluation reads: the balancings that
+    // contend for its listener port or could share a Service name with it,
+    // and the slices of its Services.
+    let (evaluation, kept_by_others) = {
+        let balancings: Vec<_> = ctx
+            .balancings_in(ns)
+            .into_iter()
+            .filter(|b| {
+                b.spec.listener_port == gb.spec.listener_port || may_share_services(b, name)
+            })
+            .collect();
+        let endpoints = ctx.endpoints_of(ns, name);
+        let view = NamespaceView::new(
+            balancings.iter().map(|b| b.as_ref()),
+            &endpoints,
+            &ctx.cluster_domain,
+        )
+        .with_proxy_admin_port(ctx.proxy_admin_port);
+        (view.evaluate(gb), view.services_kept_by_others(name))
+    };
+    let keeps_its_services = !matches!(
+        &evaluation.outcome,
+        Outcome::NotRendered {
+            reason: ConditionReason::ServiceNameConflict,
+            ..
+        }
+    );
+
+    let service_names =
+        apply_services(gb, ns, name, ctx, keeps_its_services, &kept_by_others).await?;
 
     // The status as stored: the store's copy, unless this operator wrote a
     // newer one the store has not shown yet.
@@ -455,52 +519,48 @@ async fn reconcile_inner(gb: &GrpcBalancing, ctx: &Context) -> Result<Action> {
         .statuses_written
         .not_yet_cached(&key, gb.metadata.resource_version.as_deref())
         .or_else(|| gb.status.clone());
-    // A block of its own: the namespace view is as large as the namespace
-    // and must not be held across the write below by every reconcile in
-    // flight.
-    let status = {
-        // Only what this balancing's evaluation reads: the balancings that
-        // contend for its listener port and the slices of its Services.
-        let balancings: Vec<_> = ctx
-            .balancings_in(ns)
-            .into_iter()
-            .filter(|b| b.spec.listener_port == gb.spec.listener_port)
-            .collect();
-        let endpoints = ctx.endpoints_of(ns, name);
-        let view = NamespaceView::new(
-            balancings.iter().map(|b| b.as_ref()),
-            &endpoints,
-            &ctx.cluster_domain,
-        );
-        let evaluation = view.evaluate(gb);
-        desired_status(
-            gb,
-            stored.as_ref(),
-            &evaluation,
-            service_names,
-            pods_without_proxy(ctx, ns),
-            now_in_seconds(),
-        )
-    };
+    let mut status = desired_status(
+        gb,
+        stored.as_ref(),
+        &evaluation,
+        service_names,
+        pods_without_proxy(ctx, ns),
+        now_in_seconds(),
+    );
+    if matches!(evaluation.outcome, Outcome::Rendered { .. }) {
+        status.pods_without_balancing = pod_list(pods_without_balancing(ctx, ns, name));
+    }
     if stored.as_ref() != Some(&status) {
         write_status(gb, key, stored.as_ref(), &status, ctx).await?;
     }
     Ok(Action::requeue(RESYNC))
 }
 
-/// Applies the Services that differ from the desired ones, deletes those of
-/// removed subsets; returns the desired names.
+/// Whether `other` could have a headless Service of the same name as one
+/// of `name`'s, now or with other subsets: `grpcb-<x>[-…]` and
+/// `grpcb-<y>[-…]` can only be equal when one name starts with the other.
+fn may_share_services(other: &GrpcBalancing, name: &str) -> bool {
+    let other = other.metadata.name.as_deref().unwrap_or_default();
+    other.starts_with(name) || name.starts_with(other)
+}
+
+/// Applies the Services that differ from the desired ones (none when an
+/// older balancing keeps one of their names), deletes those of removed
+/// subsets unless another balancing keeps the name; returns the applied
+/// names.
 async fn apply_services(
     gb: &GrpcBalancing,
     ns: &str,
     name: &str,
     ctx: &Context,
+    keeps_its_services: bool,
+    kept_by_others: &HashSet<String>,
 ) -> Result<Vec<String>> {
     let api: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
     let desired = match desired_services(gb) {
-        Ok(desired) => desired,
+        Ok(desired) if keeps_its_services => desired,
         // The status reports why; there is nothing valid to apply.
-        Err(_) => return Ok(Vec::new()),
+        Ok(_) | Err(_) => Vec::new(),
     };
     let mut names = Vec::with_capacity(desired.len());
     for svc in &desired {
@@ -545,7 +605,8 @@ async fn apply_services(
                 .owner_references()
                 .iter()
                 .any(|o| Some(o.uid.as_str()) == uid)
-            && !names.contains(&stale_name);
+            && !names.contains(&stale_name)
+            && !kept_by_others.contains(&stale_name);
         if !ours || stale.metadata.deletion_timestamp.is_some() {
             continue;
         }

@@ -18,11 +18,11 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::dirty::DirtySet;
-use crate::metrics::{ErrorLabels, GRPC_BALANCING_CONTROLLER, Metrics};
+use crate::metrics::{ErrorKind, ErrorLabels, GRPC_BALANCING_CONTROLLER, Metrics};
 use crate::names::FIELD_MANAGER;
 
 /// Label of the error metric for an object that cannot be decoded.
-pub const UNDECODABLE: &str = "undecodable";
+pub const UNDECODABLE: ErrorKind = ErrorKind::Undecodable;
 
 /// A balancing that cannot be decoded, to be reported on its status.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -1,5 +1,7 @@
 //! The operator's errors. Each variant is also a metric label.
 
+use crate::metrics::ErrorKind;
+
 /// What went wrong in a reconcile or a ConfigMap sync.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -39,15 +41,15 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     /// Label of the `error` dimension of the error metric.
-    pub fn metric_label(&self) -> &'static str {
+    pub fn metric_label(&self) -> ErrorKind {
         match self {
-            Error::ApplyService { .. } => "apply_service",
-            Error::DeleteService { .. } => "delete_service",
-            Error::PatchStatus(_) => "patch_status",
-            Error::ApplyConfigMap { .. } => "apply_config_map",
-            Error::DeleteConfigMap { .. } => "delete_config_map",
-            Error::RenderConfig(_) => "render_config",
-            Error::MissingField(_) => "missing_field",
+            Error::ApplyService { .. } => ErrorKind::ApplyService,
+            Error::DeleteService { .. } => ErrorKind::DeleteService,
+            Error::PatchStatus(_) => ErrorKind::PatchStatus,
+            Error::ApplyConfigMap { .. } => ErrorKind::ApplyConfigMap,
+            Error::DeleteConfigMap { .. } => ErrorKind::DeleteConfigMap,
+            Error::RenderConfig(_) => ErrorKind::RenderConfig,
+            Error::MissingField(_) => ErrorKind::MissingField,
         }
     }
 }

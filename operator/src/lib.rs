@@ -20,6 +20,7 @@ pub mod settings;
 pub mod telemetry;
 pub mod trim;
 pub mod until_stopped;
+pub mod with_webhook;
 
 #[cfg(test)]
 mod controller_tests;
@@ -66,9 +67,15 @@ pub async fn run(
 
     let server = match settings.metrics_listen {
         Some(addr) => {
-            let (local, server) = http::bind(addr, metrics.clone(), reachable, stop.clone())
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for metrics: {e}"))?;
+            let (local, server) = http::bind(
+                addr,
+                metrics.clone(),
+                reachable,
+                settings.webhook.clone(),
+                stop.clone(),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for metrics: {e}"))?;
             tracing::info!(%local, "serving /metrics, /healthz and /readyz");
             Some(server)
         }

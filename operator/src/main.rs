@@ -36,22 +36,14 @@ async fn main() -> anyhow::Result<()> {
     let counter = ApiRequestCounter::default();
     let client = client_with_counter(config, &counter)?;
     let webhook_metrics = Arc::new(grpc_balancer_webhook::WebhookMetrics::default());
-    let settings = cli.operator.settings(counter, &webhook_metrics);
+    let settings = cli
+        .operator
+        .settings(counter, &webhook_metrics, cli.webhook.proxy_admin_port);
 
     let stop = CancellationToken::new();
     tokio::spawn(signal_stop(stop.clone()));
-    let webhook = tokio::spawn(grpc_balancer_webhook::run(
-        client.clone(),
-        cli.webhook,
-        webhook_metrics,
-        stop.clone().cancelled_owned(),
-    ));
-    let operator =
-        grpc_balancer_operator::run(client, settings, stop.clone().cancelled_owned()).await;
-    // Whatever ended the operator ends the webhook too.
-    stop.cancel();
-    let webhook = webhook.await.context("the webhook task")?;
-    operator.and(webhook)
+    grpc_balancer_operator::with_webhook::run(client, settings, cli.webhook, webhook_metrics, stop)
+        .await
 }
 
 /// Cancels `stop` on SIGTERM (Kubernetes) or SIGINT (a terminal).

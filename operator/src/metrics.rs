@@ -8,23 +8,73 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+/// A closed set of label values: an enum, its text and the list of all of
+/// them, so the docs can be checked against the code (see the metrics-doc
+/// test) and a typo cannot create a new series.
+macro_rules! label_values {
+    ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
+        pub enum $name { $($(#[$vmeta])* $variant,)+ }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text,)+ }
+            }
+        }
+
+        impl EncodeLabelValue for $name {
+            fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+                std::fmt::Write::write_str(encoder, self.as_str())
+            }
+        }
+    };
+}
+
+label_values! {
+    /// The loop a reconcile metric is about.
+    pub enum Controller {
+        /// A balancing's Services and status.
+        GrpcBalancing => "grpcbalancing",
+        /// A namespace's proxy ConfigMap.
+        ConfigMap => "configmap",
+    }
+}
+
+label_values! {
+    /// What failed in a reconcile (the `error` label).
+    pub enum ErrorKind {
+        ApplyService => "apply_service",
+        DeleteService => "delete_service",
+        PatchStatus => "patch_status",
+        ApplyConfigMap => "apply_config_map",
+        DeleteConfigMap => "delete_config_map",
+        RenderConfig => "render_config",
+        MissingField => "missing_field",
+        /// A GrpcBalancing the operator's types cannot read.
+        Undecodable => "undecodable",
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ControllerLabels {
-    /// `grpcbalancing` (Services + status) or `configmap` (proxy config).
-    pub controller: &'static str,
+    pub controller: Controller,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
-    pub controller: &'static str,
-    pub error: &'static str,
+    pub controller: Controller,
+    pub error: ErrorKind,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
@@ -35,8 +85,8 @@ pub struct ApiRequestLabels {
     pub resource: String,
 }
 
-pub const GRPC_BALANCING_CONTROLLER: &str = "grpcbalancing";
-pub const CONFIG_MAP_CONTROLLER: &str = "configmap";
+pub const GRPC_BALANCING_CONTROLLER: Controller = Controller::GrpcBalancing;
+pub const CONFIG_MAP_CONTROLLER: Controller = Controller::ConfigMap;
 
 /// Every metric of the operator, registered in one registry.
 pub struct Metrics {
@@ -59,6 +109,15 @@ impl Metrics {
             (|| Histogram::new(exponential_buckets(0.0005, 2.0, 16))) as fn() -> Histogram,
         );
         let leader = Gauge::default();
+        // Every series of a closed label set exists from the start, at 0:
+        // `rate()` and alerts see a first increase, and the exported
+        // families are the same whatever happened yet.
+        for &controller in Controller::ALL {
+            let _ = reconciles.get_or_create(&ControllerLabels { controller });
+            for &error in ErrorKind::ALL {
+                let _ = errors.get_or_create(&ErrorLabels { controller, error });
+            }
+        }
         registry.register("reconciles", "Reconciles run", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -97,7 +156,7 @@ impl Metrics {
         }
     }
 
-    pub fn observe(&self, controller: &'static str, took: Duration, error: Option<&'static str>) {
+    pub fn observe(&self, controller: Controller, took: Duration, error: Option<ErrorKind>) {
         let labels = ControllerLabels { controller };
         self.reconciles.get_or_create(&labels).inc();
         self.duration

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use grpc_balancer_webhook::WebhookMetrics;
+use grpc_balancer_webhook::{Serving, WebhookMetrics};
 
 use crate::leader::LeaderSettings;
 use crate::metrics::{ApiRequestCounter, Metrics};
@@ -23,6 +23,12 @@ pub struct Settings {
     /// The operator's metrics; its API request counter counts the client's
     /// requests when the client was built with [`crate::client_with_counter`].
     pub metrics: Arc<Metrics>,
+    /// Admin port of the injected proxies: a balancing listening on it is
+    /// refused (the proxy could not start).
+    pub proxy_admin_port: u16,
+    /// Whether the webhook this process serves answers; `/readyz` waits for
+    /// it. `None`: no webhook in this process (tests of the controllers).
+    pub webhook: Option<Serving>,
 }
 
 /// Command-line flags of the operator (each with an environment fallback).
@@ -81,7 +87,12 @@ fn parse_lease_duration(s: &str) -> Result<Duration, String> {
 impl OperatorArgs {
     /// The operator's settings; `webhook`'s metrics join the operator's
     /// registry, since both are served on the one `/metrics`.
-    pub fn settings(&self, api_requests: ApiRequestCounter, webhook: &WebhookMetrics) -> Settings {
+    pub fn settings(
+        &self,
+        api_requests: ApiRequestCounter,
+        webhook: &WebhookMetrics,
+        proxy_admin_port: u16,
+    ) -> Settings {
         let identity = self.pod_name.clone().unwrap_or_else(hostname);
         let mut metrics = Metrics::new(api_requests);
         webhook.register(&mut metrics.registry);
@@ -96,6 +107,8 @@ impl OperatorArgs {
             metrics_listen: Some(self.metrics_listen),
             watch_namespace: self.watch_namespace.clone(),
             metrics: Arc::new(metrics),
+            proxy_admin_port,
+            webhook: None,
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use grpc_balancer_crds::annotations::{INJECT, INJECTED};
+use grpc_balancer_crds::annotations::{BALANCINGS, INJECT, INJECTED};
 use grpc_balancer_crds::v1alpha1::GrpcBalancing;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -49,7 +49,7 @@ pub fn endpoint_slice(slice: &mut EndpointSlice) {
     }
 }
 
-/// Pods matter only for the two injection annotations.
+/// Pods matter only for the injection annotations.
 pub fn pod(pod: &mut PartialObjectMeta<Pod>) {
     let meta = &mut pod.metadata;
     trim_meta(meta);
@@ -60,7 +60,7 @@ pub fn pod(pod: &mut PartialObjectMeta<Pod>) {
     meta.annotations = meta.annotations.take().map(|annotations| {
         annotations
             .into_iter()
-            .filter(|(k, _)| k == INJECT || k == INJECTED)
+            .filter(|(k, _)| k == INJECT || k == INJECTED || k == BALANCINGS)
             .collect::<BTreeMap<_, _>>()
     });
 }

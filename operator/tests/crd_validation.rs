@@ -67,6 +67,12 @@ async fn the_apiserver_rejects_invalid_specs_with_clear_messages() {
             &["spec.listenerPort", "65535"],
         ),
         (
+            "listener-admin",
+            "g",
+            with("listenerPort", json!(9901)),
+            &["listenerPort must not be 9901", "admin port"],
+        ),
+        (
             "listener-missing",
             "g",
             without_listener,

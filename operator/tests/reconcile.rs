@@ -105,6 +105,38 @@ async fn ready_counts(
     ))
 }
 
+/// `kubectl get grpcb` in `ns`, split into columns; the age column (which
+/// changes with time) as `<age>` once it parses as an age.
+fn kubectl_get_grpcb(cp: &ControlPlane, ns: &str) -> Vec<Vec<String>> {
+    let out = cp
+        .kubectl()
+        .args(["get", "grpcb", "-n", ns])
+        .output()
+        .expect("kubectl runs (scripts/control-plane install provides it)");
+    assert!(
+        out.status.success(),
+        "kubectl get grpcb failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .enumerate()
+        .map(|(i, line)| {
+            let mut cells: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+            if i > 0
+                && let Some(age) = cells.last_mut()
+                && !age.is_empty()
+                && age
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || "smhdy".contains(c))
+            {
+                *age = "<age>".into();
+            }
+            cells
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn a_two_subset_balancing_through_its_life() {
     let cp = ControlPlane::shared().await;
@@ -179,6 +211,31 @@ async fn a_two_subset_balancing_through_its_life() {
     assert_eq!(
         (ready.as_str(), counts, total),
         ("True Reconciled", vec![3, 1], 4)
+    );
+    // `kubectl get grpcb`: the CRD's printer columns, filled from the spec
+    // and from what the operator wrote.
+    assert_eq!(
+        kubectl_get_grpcb(cp, ns.name()),
+        [
+            vec![
+                "NAME",
+                "POLICY",
+                "SUBSETS",
+                "LISTENER",
+                "ENDPOINTS",
+                "READY",
+                "AGE"
+            ],
+            vec![
+                "greeter",
+                "round_robin",
+                "v1=75,v2=25",
+                "15001",
+                "4",
+                "True",
+                "<age>"
+            ],
+        ]
     );
 
     // A new weight reaches the ConfigMap.
@@ -391,4 +448,142 @@ async fn only_the_leader_writes_and_a_standby_takes_over_within_the_lease() {
     .await;
     assert!(standby.writes() > 0);
     standby.shutdown().await;
+}
+
+/// The `Ready` reason and message of a balancing, once its status is of its
+/// current generation.
+async fn ready_reason(api: &Api<GrpcBalancing>, name: &str) -> Result<(String, String), String> {
+    let gb = api.get(name).await.map_err(|e| e.to_string())?;
+    let status = gb.status.ok_or("no status yet")?;
+    if status.observed_generation != gb.metadata.generation {
+        return Err("status of an older generation".into());
+    }
+    let ready = status
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .ok_or("no Ready condition")?;
+    Ok((ready.reason, ready.message))
+}
+
+/// The balancing a Service is labelled with and owned by.
+async fn service_holder(services: &Api<Service>, name: &str) -> Result<(String, String), String> {
+    let svc = services
+        .get_opt(name)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("absent")?;
+    let label = svc
+        .metadata
+        .labels
+        .unwrap_or_default()
+        .remove("grpcbalancer.io/balancing")
+        .unwrap_or_default();
+    let owners: Vec<String> = svc
+        .metadata
+        .owner_references
+        .unwrap_or_default()
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    Ok((label, owners.join(",")))
+}
+
+#[tokio::test]
+async fn two_balancings_never_apply_one_service_name() {
+    let cp = ControlPlane::shared().await;
+    let client = cp.client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::new(&client, "op-names").await;
+    let op = RunningOperator::start(cp, ns.name(), "op-names", "op-names", LEASE).await;
+    let gbs: Api<GrpcBalancing> = Api::namespaced(client.clone(), ns.name());
+    let services: Api<Service> = Api::namespaced(client.clone(), ns.name());
+
+    // `a` with subset `b` and `a-b` without subsets: both `grpcb-a-b`. The
+    // older keeps it (creation second, then the smaller name: `a` either way).
+    let older = balancing(
+        "a",
+        "selector: { app: part }\nport: 50051\nlistenerPort: 15001\nsubsets:\n  - { name: b, labels: { version: b } }\n",
+    );
+    gbs.create(&PostParams::default(), &older)
+        .await
+        .expect("created");
+    poll_until("a to have its Service", TIMEOUT, || {
+        service_holder(&services, "grpcb-a-b")
+    })
+    .await;
+    let newer = balancing(
+        "a-b",
+        "selector: { app: whole }\nport: 50051\nlistenerPort: 15002\n",
+    );
+    gbs.create(&PostParams::default(), &newer)
+        .await
+        .expect("created");
+
+    let (_, message) = poll_until("a-b to report the conflict", TIMEOUT, || async {
+        let got = ready_reason(&gbs, "a-b").await?;
+        if got.0 == "ServiceNameConflict" {
+            Ok(got)
+        } else {
+            Err(format!("{got:?}"))
+        }
+    })
+    .await;
+    assert!(
+        message.contains("grpcb-a-b") && message.contains("\"a\""),
+        "{message}"
+    );
+    // The older one keeps it: its labels, its owner, its selector.
+    assert_eq!(
+        service_holder(&services, "grpcb-a-b").await,
+        Ok(("a".to_owned(), "a".to_owned()))
+    );
+    let selector = services
+        .get("grpcb-a-b")
+        .await
+        .expect("the Service")
+        .spec
+        .and_then(|s| s.selector)
+        .unwrap_or_default();
+    assert_eq!(
+        selector,
+        [
+            ("app".to_owned(), "part".to_owned()),
+            ("version".to_owned(), "b".to_owned())
+        ]
+        .into(),
+        "the Service selects a's pods"
+    );
+    let reason = ready_reason(&gbs, "a").await.expect("a has a status");
+    assert_ne!(reason.0, "ServiceNameConflict", "{reason:?}");
+    poll_until("only a in the ConfigMap", TIMEOUT, || async {
+        let names: Vec<String> = proxy_config(&client, ns.name())
+            .await?
+            .balancings
+            .into_iter()
+            .map(|b| b.name)
+            .collect();
+        if names == ["a"] {
+            Ok(())
+        } else {
+            Err(format!("{names:?}"))
+        }
+    })
+    .await;
+
+    // Once the older one is gone the name is free for the newer.
+    gbs.delete("a", &DeleteParams::default())
+        .await
+        .expect("deleted");
+    poll_until("a-b to take the Service over", TIMEOUT, || async {
+        let holder = service_holder(&services, "grpcb-a-b").await?;
+        let reason = ready_reason(&gbs, "a-b").await?;
+        if holder == ("a-b".to_owned(), "a-b".to_owned()) && reason.0 != "ServiceNameConflict" {
+            Ok(())
+        } else {
+            Err(format!("{holder:?} {reason:?}"))
+        }
+    })
+    .await;
+    op.shutdown().await;
 }

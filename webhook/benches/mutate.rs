@@ -46,6 +46,7 @@ const TARGET: Duration = Duration::from_millis(2);
 fn balancings() -> Vec<LocalBalancing> {
     (0..8)
         .map(|i| LocalBalancing {
+            name: format!("service-{i}"),
             env_name: format!("GRPC_BALANCER_SERVICE_{i}_ADDR"),
             address: format!("127.0.0.1:{}", 15001 + i),
         })
@@ -188,6 +189,7 @@ async fn bench_https(reviewer: Arc<Reviewer>, body: &str) -> Duration {
         tls,
         router(reviewer, Arc::default()),
         Arc::default(),
+        grpc_balancer_webhook::Serving::default(),
         async {
             let _ = stop_rx.await;
         },

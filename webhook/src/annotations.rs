@@ -14,6 +14,8 @@ pub const INJECT_ENABLED: &str = "true";
 /// image tag (or digest). The operator's status lists pods that carry
 /// [`INJECT`] but not this annotation: they run without the proxy.
 pub const INJECTED: &str = grpc_balancer_crds::annotations::INJECTED;
+/// Set on injection: the balancings whose env vars the pod got.
+pub const BALANCINGS: &str = grpc_balancer_crds::annotations::BALANCINGS;
 
 /// Per-pod overrides, each bounded by the webhook's settings.
 pub const PROXY_CPU_REQUEST: &str = "grpcbalancer.io/proxy-cpu-request";

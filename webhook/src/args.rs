@@ -117,6 +117,12 @@ pub struct Args {
     )]
     pub proxy_image_pull_policy: String,
 
+    /// Port of the proxy's admin server (probes, metrics) in client pods. No
+    /// balancing may listen on it: the operator refuses one that does.
+    #[arg(long, env = "GRPC_BALANCER_PROXY_ADMIN_PORT", default_value_t = grpc_balancer_crds::config::DEFAULT_ADMIN_PORT,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub proxy_admin_port: u16,
+
     /// Honour the `grpcbalancer.io/proxy-image` pod annotation.
     #[arg(long, env = "GRPC_BALANCER_PROXY_ALLOW_IMAGE_OVERRIDE")]
     pub proxy_allow_image_override: bool,
@@ -254,7 +260,7 @@ impl Args {
             mode,
             drain_delay: self.proxy_drain_delay,
             ready_timeout: self.proxy_ready_timeout,
-            admin_port: grpc_balancer_crds::config::DEFAULT_ADMIN_PORT,
+            admin_port: self.proxy_admin_port,
             admin_debug_from_any: self.proxy_admin_debug == AdminDebugArg::Any,
         }
     }
@@ -281,6 +287,8 @@ mod tests {
             ["--webhook-listen", "nowhere"],
             ["--proxy-drain-delay", "soon"],
             ["--webhook-timeout-seconds", "99"],
+            ["--proxy-admin-port", "0"],
+            ["--proxy-admin-port", "65536"],
         ] {
             let argv = std::iter::once("x").chain(bad);
             assert!(StandaloneArgs::try_parse_from(argv).is_err(), "{bad:?}");

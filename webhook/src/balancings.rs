@@ -8,6 +8,8 @@ use grpc_balancer_crds::config::ProxyConfig;
 /// One balancing as the app sees it: an env var name and a loopback address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalBalancing {
+    /// The `GrpcBalancing`'s name.
+    pub name: String,
     pub env_name: String,
     pub address: String,
 }
@@ -44,6 +46,7 @@ pub fn local_balancings(config: &ProxyConfig) -> Vec<LocalBalancing> {
         .filter_map(|b| {
             let listen: SocketAddr = b.listen.parse().ok()?;
             Some(LocalBalancing {
+                name: b.name.clone(),
                 env_name: env_name(&b.name),
                 address: local_address(&listen),
             })
@@ -85,10 +88,12 @@ mod tests {
             local_balancings(&config),
             vec![
                 LocalBalancing {
+                    name: "greeter".into(),
                     env_name: "GRPC_BALANCER_GREETER_ADDR".into(),
                     address: "127.0.0.1:15001".into()
                 },
                 LocalBalancing {
+                    name: "orders.v2".into(),
                     env_name: "GRPC_BALANCER_ORDERS_V2_ADDR".into(),
                     address: "127.0.0.1:15002".into()
                 },

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rustls::sign::CertifiedKey;
@@ -64,30 +65,48 @@ impl CertFiles {
 /// A half-written or broken pair keeps the previous certificate.
 pub async fn follow(
     dir: PathBuf,
+    current: CertFiles,
+    serving: Arc<ServingCert>,
+    poll_interval: Duration,
+) {
+    follow_counted(dir, current, serving, poll_interval, Arc::default()).await;
+}
+
+/// [`follow`], counting in `checks` each look at the files once it is
+/// done, so a caller can tell a pair was seen (and kept or refused) without
+/// guessing how long that takes.
+pub async fn follow_counted(
+    dir: PathBuf,
     mut current: CertFiles,
     serving: Arc<ServingCert>,
     poll_interval: Duration,
+    checks: Arc<AtomicU64>,
 ) {
     let mut tick = tokio::time::interval(poll_interval);
     loop {
         tick.tick().await;
-        let files = match CertFiles::read(&dir).await {
-            Ok(files) if files == current => continue,
-            Ok(files) => files,
-            Err(e) => {
-                tracing::warn!(error = %e, "certificate files unreadable; serving the previous ones");
-                continue;
-            }
-        };
-        match files.certified_key(&dir) {
-            Ok(key) => {
-                serving.replace(key);
-                current = files;
-                tracing::info!(dir = %dir.display(), "serving the renewed certificate");
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "new certificate files refused; serving the previous ones")
-            }
+        check_once(&dir, &mut current, &serving).await;
+        checks.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+async fn check_once(dir: &Path, current: &mut CertFiles, serving: &ServingCert) {
+    let files = match CertFiles::read(dir).await {
+        Ok(files) if files == *current => return,
+        Ok(files) => files,
+        Err(e) => {
+            tracing::warn!(error = %e, "certificate files unreadable; serving the previous ones");
+            return;
+        }
+    };
+    match files.certified_key(dir) {
+        Ok(key) => {
+            serving.replace(key);
+            *current = files;
+            tracing::info!(dir = %dir.display(), "serving the renewed certificate");
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "new certificate files refused; serving the previous ones")
         }
     }
 }

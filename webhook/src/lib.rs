@@ -21,6 +21,7 @@ pub mod registration;
 pub mod review;
 mod run;
 pub mod server;
+pub mod serving;
 pub mod settings;
 pub mod sidecar;
 pub mod tls;
@@ -33,6 +34,7 @@ pub use metrics::{Outcome, WebhookMetrics};
 pub use mutate::{
     InjectError, InjectionContext, already_injected, injected_version, mutate, wants_injection,
 };
+pub use serving::Serving;
 pub use settings::{LogLevel, ProxyResources, ProxySettings, SidecarMode};
 
 pub use run::{run, run_on, sidecar_mode};

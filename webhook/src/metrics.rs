@@ -2,7 +2,7 @@
 //! operator's process, so these are registered in the operator's registry
 //! (under `grpc_balancer_operator_webhook_…`) and served on its `/metrics`.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -24,6 +24,15 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome, in declaration order.
+    pub const ALL: &'static [Outcome] = &[
+        Outcome::Injected,
+        Outcome::Skipped,
+        Outcome::Denied,
+        Outcome::Malformed,
+        Outcome::TooLarge,
+    ];
+
     /// The label value, in the snake case Prometheus label values use.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -36,9 +45,15 @@ impl Outcome {
     }
 }
 
+impl EncodeLabelValue for Outcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
-    outcome: &'static str,
+    outcome: Outcome,
 }
 
 /// Every metric of the webhook; cheap to share behind an `Arc`.
@@ -64,6 +79,11 @@ impl Default for WebhookMetrics {
 impl WebhookMetrics {
     /// Adds the metrics to `registry` under the `webhook` prefix.
     pub fn register(&self, registry: &mut Registry) {
+        // Every outcome exists from the start, at 0 (see the operator's
+        // metrics for why).
+        for &outcome in Outcome::ALL {
+            let _ = self.reviews.get_or_create(&OutcomeLabels { outcome });
+        }
         let sub = registry.sub_registry_with_prefix("webhook");
         sub.register(
             "admission_reviews",
@@ -83,11 +103,7 @@ impl WebhookMetrics {
     }
 
     pub fn observe(&self, outcome: Outcome, took: std::time::Duration) {
-        self.reviews
-            .get_or_create(&OutcomeLabels {
-                outcome: outcome.as_str(),
-            })
-            .inc();
+        self.reviews.get_or_create(&OutcomeLabels { outcome }).inc();
         self.duration.observe(took.as_secs_f64());
     }
 
@@ -97,11 +113,7 @@ impl WebhookMetrics {
 
     /// Reviews answered with `outcome` so far.
     pub fn reviews(&self, outcome: Outcome) -> u64 {
-        self.reviews
-            .get_or_create(&OutcomeLabels {
-                outcome: outcome.as_str(),
-            })
-            .get()
+        self.reviews.get_or_create(&OutcomeLabels { outcome }).get()
     }
 
     /// Failed TLS handshakes so far.

@@ -72,14 +72,34 @@ pub fn already_injected(spec: &PodSpec) -> bool {
 }
 
 /// The patch that injects the proxy, or `None` when the pod did not ask for
-/// it or already has it (so a re-invocation changes nothing).
+/// it. A pod that has the proxy already is being reviewed again
+/// (`reinvocationPolicy: IfNeeded`, after a later webhook changed it): its
+/// containers that lack a balancing's env var get it, nothing else changes,
+/// and `None` once none is missing.
 pub fn mutate(pod: &Pod, ctx: &InjectionContext<'_>) -> Result<Option<Patch>, InjectError> {
     if !wants_injection(pod) {
         return Ok(None);
     }
     let spec = pod.spec.as_ref().ok_or(InjectError::MissingSpec)?;
     if already_injected(spec) {
-        return Ok(None);
+        let mut ops = missing_env(spec, ctx.balancings);
+        if !ops.is_empty() {
+            let empty = BTreeMap::new();
+            let existing = pod.metadata.annotations.as_ref().unwrap_or(&empty);
+            let recorded = existing
+                .get(annotations::BALANCINGS)
+                .map(|v| v.split(',').filter(|n| !n.is_empty()).collect::<Vec<_>>())
+                .unwrap_or_default();
+            let mut names: Vec<&str> = recorded;
+            names.extend(ctx.balancings.iter().map(|b| b.name.as_str()));
+            names.sort_unstable();
+            names.dedup();
+            ops.push(add(
+                pointer(["metadata", "annotations", annotations::BALANCINGS]),
+                Value::String(names.join(",")),
+            ));
+        }
+        return Ok(Some(Patch(ops)).filter(|p| !p.0.is_empty()));
     }
     check_conflicts(spec, ctx.settings)?;
     let empty = BTreeMap::new();
@@ -92,6 +112,7 @@ pub fn mutate(pod: &Pod, ctx: &InjectionContext<'_>) -> Result<Option<Patch>, In
         pod_annotations,
         proxy.image,
         ctx.settings.admin_port,
+        ctx.balancings,
     );
     add_to_list(
         &mut ops,
@@ -117,6 +138,25 @@ pub fn mutate(pod: &Pod, ctx: &InjectionContext<'_>) -> Result<Option<Patch>, In
     };
     insert_first(&mut ops, list.0, list.1, container);
     Ok(Some(Patch(ops)))
+}
+
+/// The env ops a reinvocation adds: every app container, and in a native
+/// sidecar pod the init containers after the proxy (they start once it is
+/// ready); init containers before it run without the proxy.
+fn missing_env(spec: &PodSpec, balancings: &[LocalBalancing]) -> Vec<PatchOperation> {
+    let mut ops = Vec::new();
+    for (i, container) in spec.containers.iter().enumerate() {
+        if container.name != PROXY_CONTAINER_NAME {
+            add_env(&mut ops, "containers", i, container, balancings);
+        }
+    }
+    let inits = spec.init_containers.as_deref().unwrap_or_default();
+    if let Some(proxy) = inits.iter().position(|c| c.name == PROXY_CONTAINER_NAME) {
+        for (i, container) in inits.iter().enumerate().skip(proxy + 1) {
+            add_env(&mut ops, "initContainers", i, container, balancings);
+        }
+    }
+    ops
 }
 
 /// The value of the `grpcbalancer.io/injected` annotation: the proxy image's
@@ -167,8 +207,14 @@ fn annotate(
     existing: &BTreeMap<String, String>,
     image: &str,
     admin_port: u16,
+    balancings: &[LocalBalancing],
 ) {
-    let mut wanted = vec![(annotations::INJECTED, injected_version(image).to_owned())];
+    let mut names: Vec<&str> = balancings.iter().map(|b| b.name.as_str()).collect();
+    names.sort_unstable();
+    let mut wanted = vec![
+        (annotations::INJECTED, injected_version(image).to_owned()),
+        (annotations::BALANCINGS, names.join(",")),
+    ];
     let scrape_hints = [
         annotations::PROMETHEUS_SCRAPE,
         annotations::PROMETHEUS_PORT,

@@ -17,9 +17,20 @@ use crate::args::FailurePolicy;
 pub const WEBHOOK_NAME: &str = "inject.grpcbalancer.io";
 /// Field manager of the server-side apply in local mode.
 pub const FIELD_MANAGER: &str = "grpc-balancer-webhook";
+/// The chart's list of namespaces never sent to the webhook (the chart adds
+/// its release namespace). One file for both, so they cannot drift.
+const EXCLUDED_NAMESPACES_FILE: &str =
+    include_str!("../../charts/grpc-balancer/files/excluded-namespaces.txt");
+
 /// Namespaces never sent to the webhook: the cluster's own pods must start
 /// even when the webhook cannot.
-pub const EXCLUDED_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
+pub fn excluded_namespaces() -> Vec<&'static str> {
+    EXCLUDED_NAMESPACES_FILE
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect()
+}
 
 /// What local mode registers.
 #[derive(Debug, Clone)]
@@ -64,7 +75,12 @@ impl LocalRegistration {
                 match_expressions: Some(vec![LabelSelectorRequirement {
                     key: "kubernetes.io/metadata.name".to_owned(),
                     operator: "NotIn".to_owned(),
-                    values: Some(EXCLUDED_NAMESPACES.map(str::to_owned).to_vec()),
+                    values: Some(
+                        excluded_namespaces()
+                            .into_iter()
+                            .map(str::to_owned)
+                            .collect(),
+                    ),
                 }]),
                 match_labels: self
                     .namespace_label
@@ -146,4 +162,41 @@ pub enum CaBundleOutcome {
     NoConfiguration,
     Unchanged,
     Updated(usize),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cluster_namespaces_are_excluded() {
+        assert_eq!(
+            excluded_namespaces(),
+            ["kube-system", "kube-public", "kube-node-lease"]
+        );
+        let local = LocalRegistration {
+            configuration_name: "x".into(),
+            url: "https://127.0.0.1:9443/mutate".into(),
+            failure_policy: FailurePolicy::Ignore,
+            timeout_seconds: 5,
+            namespace_label: None,
+        };
+        let mwc = local.configuration("");
+        let selector = mwc
+            .webhooks
+            .as_ref()
+            .and_then(|w| w[0].namespace_selector.clone());
+        let values = selector
+            .and_then(|s| s.match_expressions)
+            .and_then(|e| e[0].values.clone());
+        assert_eq!(
+            values,
+            Some(
+                excluded_namespaces()
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect()
+            )
+        );
+    }
 }

@@ -11,7 +11,7 @@ use kube::core::admission::{
 use kube::core::{DynamicObject, GroupVersionKind, Status, TypeMeta};
 use serde::Deserialize;
 
-use crate::mutate::{InjectionContext, mutate, wants_injection};
+use crate::mutate::{InjectionContext, already_injected, mutate, wants_injection};
 use crate::proxy_configs::ProxyConfigs;
 use crate::settings::ProxySettings;
 
@@ -107,7 +107,14 @@ impl Reviewer {
             }
             Ok(Some(patch)) => match allowed().with_patch(patch) {
                 Ok(response) => {
-                    tracing::info!(%namespace, %name, uid = %request.uid, decision = "injected", mode = ?self.settings.mode, balancings = balancings.len(), "admission review");
+                    // A pod with the proxy already is a reinvocation: only
+                    // env vars were added.
+                    let decision = if pod.spec.as_ref().is_some_and(already_injected) {
+                        "env vars added"
+                    } else {
+                        "injected"
+                    };
+                    tracing::info!(%namespace, %name, uid = %request.uid, decision, mode = ?self.settings.mode, balancings = balancings.len(), "admission review");
                     response.into_review()
                 }
                 Err(e) => deny(request, &namespace, &name, &e.to_string()),

@@ -26,6 +26,7 @@ use crate::proxy_configs::ProxyConfigs;
 use crate::registration::{self, CaBundleOutcome, LocalRegistration};
 use crate::review::Reviewer;
 use crate::server;
+use crate::serving::Serving;
 use crate::settings::SidecarMode;
 use crate::tls::{ServingCert, server_config};
 
@@ -37,17 +38,21 @@ const CERT_RECHECK_INTERVAL: Duration = Duration::from_secs(6 * 3600);
 /// Retry of a registration or caBundle update that failed.
 const REGISTRATION_RETRY: Duration = Duration::from_secs(10);
 
-/// Serves the webhook on `args.webhook_listen` until `shutdown` resolves.
+/// Serves the webhook on `args.webhook_listen` until `shutdown` resolves;
+/// `readiness` says when it answers. An error means it cannot serve at all
+/// (the port is taken, no certificate): the caller must not carry on as if
+/// it did.
 pub async fn run(
     client: Client,
     args: Args,
     metrics: Arc<WebhookMetrics>,
+    readiness: Serving,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.webhook_listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.webhook_listen))?;
-    run_on(client, args, listener, metrics, shutdown).await
+    run_on(client, args, listener, metrics, readiness, shutdown).await
 }
 
 /// [`run`] on a listener the caller bound (tests bind port 0).
@@ -56,6 +61,7 @@ pub async fn run_on(
     args: Args,
     listener: TcpListener,
     metrics: Arc<WebhookMetrics>,
+    readiness: Serving,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let mode = sidecar_mode(&client, args.sidecar_mode).await?;
@@ -71,6 +77,7 @@ pub async fn run_on(
             if let Err(e) = configs.watch(client, synced_tx).await {
                 tracing::error!(error = %e, "proxy ConfigMap watch ended");
             }
+            "the proxy ConfigMap watch"
         }
     });
 
@@ -95,8 +102,14 @@ pub async fn run_on(
             let material = secret.ensure().await.context("webhook certificate")?;
             let serving = Arc::new(ServingCert::new(material.key.clone()));
             let (ca_tx, ca_rx) = watch::channel(material.ca_bundle.clone());
-            tasks.spawn(follow_secret(secret, serving.clone(), ca_tx));
-            tasks.spawn(keep_registered(client.clone(), args.clone(), ca_rx));
+            tasks.spawn(named(
+                "the certificate Secret watch",
+                follow_secret(secret, serving.clone(), ca_tx),
+            ));
+            tasks.spawn(named(
+                "the webhook registration",
+                keep_registered(client.clone(), args.clone(), ca_rx),
+            ));
             serving
         }
         CertSource::CertManager => {
@@ -104,11 +117,9 @@ pub async fn run_on(
             let files = wait_for_files(&dir).await?;
             let key = files.certified_key(&dir)?;
             let serving = Arc::new(ServingCert::new(key));
-            tasks.spawn(cert_files::follow(
-                dir,
-                files,
-                serving.clone(),
-                cert_files::POLL_INTERVAL,
+            tasks.spawn(named(
+                "the certificate files watch",
+                cert_files::follow(dir, files, serving.clone(), cert_files::POLL_INTERVAL),
             ));
             serving
         }
@@ -129,16 +140,33 @@ pub async fn run_on(
         local_url = args.webhook_url.as_deref().unwrap_or(""),
         "admission webhook serving"
     );
-    server::serve(
+    let served = server::serve(
         listener,
         tls,
         router(reviewer, metrics.clone()),
         metrics,
+        readiness.clone(),
         shutdown,
-    )
-    .await;
+    );
+    // Each task runs for the life of the webhook; one that ends leaves it
+    // serving stale configs or certificates, so it ends the webhook too.
+    let ended = tokio::select! {
+        () = served => None,
+        Some(ended) = tasks.join_next() => Some(ended),
+    };
+    readiness.set(false);
     tasks.abort_all();
-    Ok(())
+    match ended {
+        None => Ok(()),
+        Some(Ok(task)) => Err(anyhow::anyhow!("{task} ended; the webhook stops")),
+        Some(Err(e)) => Err(anyhow::anyhow!("a webhook task failed: {e}")),
+    }
+}
+
+/// A task of the webhook that says what it was when it ends.
+async fn named(name: &'static str, task: impl Future<Output = ()>) -> &'static str {
+    task.await;
+    name
 }
 
 /// The sidecar mode the flags ask for, or the one the apiserver's version allows.

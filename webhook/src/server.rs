@@ -16,6 +16,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use crate::metrics::WebhookMetrics;
+use crate::serving::Serving;
 
 /// A client that has not finished its TLS handshake or request headers in
 /// this time is dropped, so idle sockets cannot pile up.
@@ -26,12 +27,14 @@ const MAX_CONNECTIONS: usize = 512;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `router` over TLS on `listener` until `shutdown` resolves; failed
-/// handshakes are counted in `metrics`.
+/// handshakes are counted in `metrics`. `serving` is set while connections
+/// are accepted.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     router: Router,
     metrics: Arc<WebhookMetrics>,
+    serving: Serving,
     shutdown: impl Future<Output = ()>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
@@ -46,6 +49,7 @@ pub async fn serve(
     let builder = Arc::new(builder);
     tokio::pin!(shutdown);
 
+    serving.set(true);
     loop {
         let accepted = tokio::select! {
             () = &mut shutdown => break,
@@ -90,6 +94,7 @@ pub async fn serve(
             }
         });
     }
+    serving.set(false);
     drop(listener);
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
         .await

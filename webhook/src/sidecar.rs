@@ -22,8 +22,11 @@ pub const CONFIG_VOLUME_NAME: &str = "grpc-balancer-proxy-config";
 pub const ADMIN_PORT_NAME: &str = "grpcb-admin";
 /// Environment variable the proxy reads its log filter from.
 pub const PROXY_LOG_ENV: &str = "GRPC_BALANCER_LOG";
-/// The proxy's binary, as the container's command and in its hooks.
-pub const PROXY_BINARY: &str = "grpc-balancer-proxy";
+/// The proxy's binary inside its image (`images/proxy.Containerfile`). The
+/// image is `FROM scratch`: no shell and no `PATH`, so exec hooks name the
+/// binary by its absolute path. The container itself sets no `command` and
+/// runs the image's entrypoint, which is this binary.
+pub const PROXY_BINARY_PATH: &str = "/grpc-balancer-proxy";
 
 /// UID and GID the proxy runs as. A numeric UID lets the kubelet check
 /// `runAsNonRoot` whatever the image's `USER` says; 65532 is the `nonroot`
@@ -60,7 +63,7 @@ pub fn proxy_container(settings: &ProxySettings, proxy: &EffectiveProxy<'_>) -> 
         name: PROXY_CONTAINER_NAME.to_owned(),
         image: Some(proxy.image.to_owned()),
         image_pull_policy: settings.image_pull_policy.clone(),
-        command: Some(vec![PROXY_BINARY.to_owned()]),
+        // Only args: the image's entrypoint is the proxy.
         args: Some(vec![
             "--config".to_owned(),
             config_path,
@@ -118,7 +121,7 @@ pub fn proxy_container(settings: &ProxySettings, proxy: &EffectiveProxy<'_>) -> 
                 // The kubelet starts containers in order and waits for each
                 // postStart hook, so the app starts after the proxy is ready.
                 post_start: Some(exec_handler(vec![
-                    PROXY_BINARY.to_owned(),
+                    PROXY_BINARY_PATH.to_owned(),
                     "wait-ready".to_owned(),
                     "--admin".to_owned(),
                     format!("127.0.0.1:{admin_port}"),
@@ -128,7 +131,7 @@ pub fn proxy_container(settings: &ProxySettings, proxy: &EffectiveProxy<'_>) -> 
                 // Every container gets SIGTERM at once; holding the proxy's
                 // back lets the app's last calls go through.
                 pre_stop: Some(exec_handler(vec![
-                    PROXY_BINARY.to_owned(),
+                    PROXY_BINARY_PATH.to_owned(),
                     "sleep".to_owned(),
                     format!("{}s", settings.drain_delay.as_secs()),
                 ])),

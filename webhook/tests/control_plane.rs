@@ -77,6 +77,7 @@ impl RunningWebhook {
             args,
             listener,
             metrics.clone(),
+            grpc_balancer_webhook::Serving::default(),
             async {
                 let _ = stop_rx.await;
             },
@@ -543,6 +544,171 @@ async fn legacy_mode_puts_the_proxy_first_among_the_containers() {
     assert!(spec.init_containers.is_none());
     let lifecycle = spec.containers[0].lifecycle.as_ref().expect("hooks");
     assert!(lifecycle.post_start.is_some() && lifecycle.pre_stop.is_some());
+    webhook.stop().await;
+    webhook.unregister(&client).await;
+}
+
+/// A second mutating webhook, called after ours (its configuration's name
+/// sorts after it): it adds a container `late` to every pod it sees.
+struct LaterWebhook {
+    configuration: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl LaterWebhook {
+    async fn start(client: &Client, ns: &TestNamespace) -> LaterWebhook {
+        use grpc_balancer_webhook::certs::generate;
+        use grpc_balancer_webhook::tls::{ServingCert, certified_key, server_config};
+        use kube::core::admission::{AdmissionResponse, AdmissionReview};
+
+        let certs = generate(
+            &serving_names("later", "test", &[]),
+            std::time::SystemTime::now(),
+        )
+        .expect("certificates");
+        let key = certified_key(certs.cert_pem.as_bytes(), certs.key_pem.as_bytes())
+            .expect("a usable key");
+        let tls = Arc::new(server_config(Arc::new(ServingCert::new(key))).expect("TLS settings"));
+        let router = axum::Router::new().route(
+            "/mutate",
+            axum::routing::post(|body: axum::body::Bytes| async move {
+                let review: AdmissionReview<Pod> = match serde_json::from_slice(&body) {
+                    Ok(r) => r,
+                    Err(e) => return axum::Json(json!({ "error": e.to_string() })),
+                };
+                let Ok(request) = review.try_into() else {
+                    return axum::Json(json!({ "error": "no request" }));
+                };
+                let request: kube::core::admission::AdmissionRequest<Pod> = request;
+                let mut response = AdmissionResponse::from(&request);
+                let has_late = request
+                    .object
+                    .as_ref()
+                    .and_then(|p| p.spec.as_ref())
+                    .is_some_and(|s| s.containers.iter().any(|c| c.name == "late"));
+                if !has_late {
+                    let patch: json_patch::Patch = serde_json::from_value(json!([{
+                        "op": "add", "path": "/spec/containers/-",
+                        "value": { "name": "late", "image": "registry.invalid/late:1" }
+                    }]))
+                    .expect("a patch");
+                    response = response.with_patch(patch).expect("a patch response");
+                }
+                axum::Json(serde_json::to_value(response.into_review()).expect("serialises"))
+            }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let port = listener.local_addr().expect("an address").port();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            grpc_balancer_webhook::server::serve(
+                listener,
+                tls,
+                router,
+                Arc::new(WebhookMetrics::default()),
+                grpc_balancer_webhook::Serving::default(),
+                async {
+                    let _ = stop_rx.await;
+                },
+            )
+            .await;
+        });
+        let configuration = format!("zzz-{}", unique_name("later"));
+        let mwc: MutatingWebhookConfiguration = serde_json::from_value(json!({
+            "metadata": { "name": configuration },
+            "webhooks": [{
+                "name": "later.grpcbalancer.io",
+                "admissionReviewVersions": ["v1"],
+                "clientConfig": {
+                    "url": format!("https://127.0.0.1:{port}/mutate"),
+                    "caBundle": k8s_openapi::ByteString(certs.ca_pem.clone().into_bytes()),
+                },
+                "rules": [{ "apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"] }],
+                "namespaceSelector": { "matchLabels": { SELECTOR_LABEL: ns.name() } },
+                "failurePolicy": "Fail",
+                "sideEffects": "None",
+                "reinvocationPolicy": "Never",
+            }]
+        }))
+        .expect("a configuration");
+        Api::<MutatingWebhookConfiguration>::all(client.clone())
+            .create(&PostParams::default(), &mwc)
+            .await
+            .expect("registering the later webhook");
+        LaterWebhook {
+            configuration,
+            stop: Some(stop_tx),
+            task,
+        }
+    }
+
+    async fn stop(mut self, client: &Client) {
+        let _ = Api::<MutatingWebhookConfiguration>::all(client.clone())
+            .delete(&self.configuration, &DeleteParams::default())
+            .await;
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = self.task.await;
+    }
+}
+
+#[tokio::test]
+async fn a_container_added_by_a_later_webhook_gets_the_env_vars() {
+    let cp = ControlPlane::shared().await;
+    let client = cp.client().await;
+    let ns = namespace(&client, "webhook-reinvoke", &[]).await;
+    write_proxy_config(&ns).await;
+    let mut webhook = RunningWebhook::start(&client, &ns, "Fail").await;
+    let later = LaterWebhook::start(&client, &ns).await;
+    let pods: Api<Pod> = ns.api();
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let has_env = |c: &k8s_openapi::api::core::v1::Container| {
+        c.env.iter().flatten().any(|e| {
+            e.name == "GRPC_BALANCER_GREETER_ADDR" && e.value.as_deref() == Some("127.0.0.1:15001")
+        })
+    };
+    let created = poll_until("both webhooks to be called", TIMEOUT, || async {
+        let p = pods
+            .create(&dry_run, &pod("client", true, false))
+            .await
+            .map_err(|e| e.to_string())?;
+        let spec = p.spec.clone().unwrap_or_default();
+        if has_proxy(&p) && spec.containers.iter().any(|c| c.name == "late") {
+            Ok(p)
+        } else {
+            Err(format!(
+                "containers so far: {:?}",
+                spec.containers.iter().map(|c| &c.name).collect::<Vec<_>>()
+            ))
+        }
+    })
+    .await;
+    let spec = created.spec.expect("a spec");
+    let late = spec
+        .containers
+        .iter()
+        .find(|c| c.name == "late")
+        .expect("the later webhook's container");
+    assert!(
+        has_env(late),
+        "the reinvoked webhook did not give the later container the env var: {late:?}"
+    );
+    assert!(has_env(&spec.containers[0]), "{:?}", spec.containers[0]);
+    let proxies = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .filter(|c| c.name == "grpc-balancer-proxy")
+        .count();
+    assert_eq!(proxies, 1, "one proxy");
+    later.stop(&client).await;
     webhook.stop().await;
     webhook.unregister(&client).await;
 }

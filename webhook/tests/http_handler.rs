@@ -26,6 +26,7 @@ fn app_with(metrics: Arc<WebhookMetrics>) -> axum::Router {
     configs.set(
         "demo",
         vec![LocalBalancing {
+            name: "greeter".into(),
             env_name: "GRPC_BALANCER_GREETER_ADDR".into(),
             address: "127.0.0.1:15001".into(),
         }],

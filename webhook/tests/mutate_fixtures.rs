@@ -30,10 +30,12 @@ fn settings(mode: SidecarMode) -> ProxySettings {
 fn balancings() -> Vec<LocalBalancing> {
     vec![
         LocalBalancing {
+            name: "greeter".into(),
             env_name: "GRPC_BALANCER_GREETER_ADDR".into(),
             address: "127.0.0.1:15001".into(),
         },
         LocalBalancing {
+            name: "orders-v2".into(),
             env_name: "GRPC_BALANCER_ORDERS_V2_ADDR".into(),
             address: "127.0.0.1:15002".into(),
         },
@@ -132,7 +134,15 @@ fn cases() -> Vec<Case> {
                 "metadata": { "name": "again", "annotations": annotated(json!({ "grpcbalancer.io/injected": "1.2.3" })) },
                 "spec": {
                     "initContainers": [{ "name": PROXY_CONTAINER_NAME, "image": "x", "restartPolicy": "Always" }],
-                    "containers": [app("app")]
+                    // Reviewed again with nothing missing (a reinvocation
+                    // that adds env vars is tested on its own below).
+                    "containers": [{
+                        "name": "app", "image": "example.com/app:1",
+                        "env": [
+                            { "name": "GRPC_BALANCER_GREETER_ADDR", "value": "127.0.0.1:15001" },
+                            { "name": "GRPC_BALANCER_ORDERS_V2_ADDR", "value": "127.0.0.1:15002" }
+                        ]
+                    }]
                 }
             }),
             mode: native,
@@ -393,6 +403,16 @@ fn check_injected(
         Some("1.2.3"),
         "{case}"
     );
+    // The balancings the pod got, for the operator to tell which it lacks.
+    let mut names: Vec<&str> = balancings.iter().map(|b| b.name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(
+        annotations_after
+            .get(annotations::BALANCINGS)
+            .map(String::as_str),
+        Some(names.join(",").as_str()),
+        "{case}"
+    );
     for (k, v) in &annotations_before {
         assert_eq!(
             annotations_after.get(k),
@@ -621,4 +641,115 @@ fn refused_pods_say_why() {
         patch.contains(r#""/metadata/annotations/grpcbalancer.io~1injected","value":"dev""#),
         "{patch}"
     );
+}
+
+/// The pod as the apiserver holds it after our injection and a later
+/// webhook's change, then our reinvocation's patch applied.
+fn reinvoked(mode: SidecarMode, later_webhook: impl FnOnce(&mut Value)) -> (Value, Option<Value>) {
+    let balancings = balancings();
+    let settings = settings(mode);
+    let ctx = InjectionContext {
+        settings: &settings,
+        balancings: &balancings,
+    };
+    let mut doc = json!({
+        "metadata": { "name": "client", "annotations": annotated(json!({})) },
+        "spec": { "initContainers": [app("migrate")], "containers": [app("app")] }
+    });
+    let pod: Pod = serde_json::from_value(doc.clone()).expect("a pod");
+    let first = mutate(&pod, &ctx).expect("injected").expect("a patch");
+    json_patch::patch(&mut doc, &first).expect("the first patch applies");
+    later_webhook(&mut doc);
+    let before = doc.clone();
+    let pod: Pod = serde_json::from_value(doc.clone()).expect("still a pod");
+    let Some(again) = mutate(&pod, &ctx).expect("a reinvocation is answered") else {
+        return (before, None);
+    };
+    json_patch::patch(&mut doc, &again).expect("the reinvocation's patch applies");
+    let pod: Pod = serde_json::from_value(doc.clone()).expect("still a pod");
+    assert_eq!(
+        mutate(&pod, &ctx).map_err(|e| e.to_string()).ok(),
+        Some(None),
+        "a second reinvocation must change nothing"
+    );
+    (before, Some(doc))
+}
+
+fn env_names(container: &Value) -> Vec<String> {
+    container["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn a_reinvocation_gives_containers_added_by_later_webhooks_the_env_vars() {
+    let wanted: Vec<String> = balancings().into_iter().map(|b| b.env_name).collect();
+    for mode in [SidecarMode::Native, SidecarMode::Legacy] {
+        let (before, after) = reinvoked(mode, |doc| {
+            let containers = doc["spec"]["containers"]
+                .as_array_mut()
+                .expect("containers");
+            containers.push(app("late"));
+            containers.push(json!({
+                "name": "late-with-env", "image": "example.com/app:1",
+                "env": [{ "name": "GRPC_BALANCER_GREETER_ADDR", "value": "set-by-the-user" }]
+            }));
+            if mode == SidecarMode::Native {
+                // One init container after the native sidecar (it can use
+                // the proxy), one before it (it runs before the proxy does).
+                let inits = doc["spec"]["initContainers"].as_array_mut().expect("inits");
+                inits.push(app("late-init"));
+                inits.insert(0, app("early-init"));
+            }
+        });
+        let after = after.unwrap_or_else(|| panic!("{mode:?}: the reinvocation patched nothing"));
+        let container = |list: &str, name: &str| -> Value {
+            after["spec"][list]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["name"] == name)
+                .cloned()
+                .unwrap_or_else(|| panic!("{mode:?}: {name} missing from {list}"))
+        };
+        assert_eq!(
+            env_names(&container("containers", "late")),
+            wanted,
+            "{mode:?}"
+        );
+        // A value the pod set itself is kept; only the missing one is added.
+        let late_with_env = container("containers", "late-with-env");
+        assert_eq!(env_names(&late_with_env), wanted, "{mode:?}");
+        assert_eq!(late_with_env["env"][0]["value"], "set-by-the-user");
+        if mode == SidecarMode::Native {
+            assert_eq!(env_names(&container("initContainers", "late-init")), wanted);
+            assert!(env_names(&container("initContainers", "early-init")).is_empty());
+        }
+
+        // Nothing else changed: the same pod once the new env vars are removed.
+        let mut stripped = after.clone();
+        for list in ["containers", "initContainers"] {
+            for c in stripped["spec"][list].as_array_mut().into_iter().flatten() {
+                if c["name"] == "late" || c["name"] == "late-init" {
+                    c.as_object_mut().expect("an object").remove("env");
+                }
+                if c["name"] == "late-with-env" {
+                    c["env"].as_array_mut().expect("env").truncate(1);
+                }
+            }
+        }
+        assert_eq!(
+            stripped, before,
+            "{mode:?}: the reinvocation changed more than env"
+        );
+    }
+
+    // A reinvocation with nothing missing changes nothing.
+    let (_, after) = reinvoked(SidecarMode::Native, |doc| {
+        doc["metadata"]["labels"] = json!({ "added": "later" });
+    });
+    assert_eq!(after, None, "nothing was missing, yet a patch came back");
 }

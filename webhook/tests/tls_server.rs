@@ -103,6 +103,7 @@ async fn serves_reviews_over_tls_and_swaps_certificates() {
         tls,
         router(reviewer, metrics.clone()),
         metrics.clone(),
+        grpc_balancer_webhook::Serving::default(),
         async {
             let _ = stop_rx.await;
         },

@@ -134,6 +134,7 @@ passed explicitly so RBAC resourceNames and the code agree.
 - --webhook-cert-secret={{ include "grpc-balancer.webhookSecretName" . }}
 {{- end }}
 - --sidecar-mode={{ .Values.proxy.sidecarMode }}
+- --proxy-admin-port={{ .Values.proxy.adminPort }}
 - --proxy-image={{ include "grpc-balancer.image" (list .Values.proxy.image .Chart.AppVersion) }}
 - --proxy-image-pull-policy={{ .Values.proxy.image.pullPolicy }}
 {{- if .Values.proxy.allowImageOverride }}

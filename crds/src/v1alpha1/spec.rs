@@ -35,8 +35,8 @@ use crate::config::{Duration, PolicyKind};
     printcolumn(
         name = "Subsets",
         type_ = "string",
-        description = "Weighted subsets",
-        json_path = ".spec.subsets[*].name"
+        description = "Subsets and their weights",
+        json_path = ".status.subsetWeights"
     ),
     printcolumn(
         name = "Listener",

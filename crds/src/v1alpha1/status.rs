@@ -31,6 +31,12 @@ pub struct GrpcBalancingStatus {
     #[serde(default)]
     pub subsets: Vec<SubsetStatus>,
 
+    /// The subsets and their weights, `v1=75,v2=25` (absent without
+    /// subsets), for `kubectl get`: a printer column shows only the first
+    /// value of a list.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub subset_weights: String,
+
     /// Ready endpoints over all subsets.
     #[serde(default)]
     pub ready_endpoints: i32,
@@ -40,6 +46,14 @@ pub struct GrpcBalancingStatus {
     /// while it was failing open). Sorted, at most 20 names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pods_without_proxy: Vec<String>,
+
+    /// Pods of the namespace that run the proxy but were created while this
+    /// balancing was not in the proxy config (not rendered yet, or created
+    /// before it), so their containers lack its `GRPC_BALANCER_<NAME>_ADDR`
+    /// env var: restart them to get it. Listed only while the balancing is
+    /// in the proxy config. Sorted, at most 20 names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pods_without_balancing: Vec<String>,
 }
 
 /// What the operator found for one subset.
@@ -71,6 +85,10 @@ pub enum ConditionReason {
     ListenerPortConflict,
     /// A named backend port is not (yet) known on any backend pod.
     PortUnresolved,
+    /// An older balancing of the namespace already has a headless Service of
+    /// the name one of this balancing's would get (`grpcb-a-b` is both
+    /// balancing `a-b` and subset `b` of balancing `a`).
+    ServiceNameConflict,
 }
 
 impl ConditionReason {
@@ -81,6 +99,7 @@ impl ConditionReason {
             ConditionReason::InvalidSpec => "InvalidSpec",
             ConditionReason::ListenerPortConflict => "ListenerPortConflict",
             ConditionReason::PortUnresolved => "PortUnresolved",
+            ConditionReason::ServiceNameConflict => "ServiceNameConflict",
         }
     }
 

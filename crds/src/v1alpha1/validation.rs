@@ -7,10 +7,22 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 use kube::CustomResourceExt;
 
 use super::{GrpcBalancing, MAX_NAME_LEN};
+use crate::config::DEFAULT_ADMIN_PORT;
 
 /// The `GrpcBalancing` CustomResourceDefinition.
 pub fn crd() -> CustomResourceDefinition {
     let mut crd = GrpcBalancing::crd();
+    // The injected proxy binds its admin port in every client pod: a
+    // listener on it would keep the proxy (and so every annotated pod of the
+    // namespace) from starting. The operator also refuses a listener on an
+    // admin port the chart moved elsewhere.
+    let listener_rules = [ValidationRule {
+        rule: format!("self != {DEFAULT_ADMIN_PORT}"),
+        message: Some(format!(
+            "listenerPort must not be {DEFAULT_ADMIN_PORT}: it is the injected proxy's admin port"
+        )),
+        ..ValidationRule::default()
+    }];
     let name_rules = [
         ValidationRule {
             rule: format!("size(self.metadata.name) <= {MAX_NAME_LEN}"),
@@ -34,6 +46,18 @@ pub fn crd() -> CustomResourceDefinition {
             .as_mut()
             .and_then(|s| s.open_api_v3_schema.as_mut())
         {
+            if let Some(listener) = schema
+                .properties
+                .as_mut()
+                .and_then(|p| p.get_mut("spec"))
+                .and_then(|spec| spec.properties.as_mut())
+                .and_then(|p| p.get_mut("listenerPort"))
+            {
+                listener
+                    .x_kubernetes_validations
+                    .get_or_insert_with(Vec::new)
+                    .extend(listener_rules.iter().cloned());
+            }
             schema
                 .x_kubernetes_validations
                 .get_or_insert_with(Vec::new)

@@ -11,7 +11,7 @@ pub use balancing::{RenderError, SubsetTarget, balancing, subset_targets};
 pub use endpoints::{EndpointIndex, ServiceEndpoints};
 pub use namespace::{Evaluation, NamespaceView, Outcome};
 pub use services::{desired_services, service_needs_apply};
-pub use status::{MAX_PODS_WITHOUT_PROXY, desired_status};
+pub use status::{MAX_PODS_WITHOUT_PROXY, desired_status, pod_list};
 
 #[cfg(test)]
 pub(crate) mod fixtures;

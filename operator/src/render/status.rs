@@ -67,7 +67,7 @@ pub fn desired_status(
     stored: Option<&GrpcBalancingStatus>,
     eval: &Evaluation,
     services: Vec<String>,
-    mut pods_without_proxy: Vec<String>,
+    pods_without_proxy: Vec<String>,
     now: Time,
 ) -> GrpcBalancingStatus {
     let (reason, message) = ready_reason(gb, eval);
@@ -77,9 +77,7 @@ pub fn desired_status(
         Some(p) if p.status == status => p.last_transition_time.clone(),
         _ => now,
     };
-    pods_without_proxy.sort();
-    pods_without_proxy.dedup();
-    pods_without_proxy.truncate(MAX_PODS_WITHOUT_PROXY);
+    let pods_without_proxy = pod_list(pods_without_proxy);
     GrpcBalancingStatus {
         observed_generation: gb.metadata.generation,
         conditions: vec![Condition {
@@ -92,7 +90,24 @@ pub fn desired_status(
         }],
         services,
         subsets: eval.subsets.clone(),
+        subset_weights: gb
+            .spec
+            .subsets
+            .iter()
+            .map(|s| format!("{}={}", s.name, s.weight))
+            .collect::<Vec<_>>()
+            .join(","),
         ready_endpoints: eval.ready_endpoints,
         pods_without_proxy,
+        pods_without_balancing: Vec::new(),
     }
+}
+
+/// A list of pod names as the status holds it: sorted, each once, at most
+/// [`MAX_PODS_WITHOUT_PROXY`].
+pub fn pod_list(mut names: Vec<String>) -> Vec<String> {
+    names.sort();
+    names.dedup();
+    names.truncate(MAX_PODS_WITHOUT_PROXY);
+    names
 }

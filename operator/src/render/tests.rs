@@ -352,3 +352,79 @@ fn a_drained_subset_without_endpoints_does_not_block_ready() {
         ConditionReason::Reconciled.as_str()
     );
 }
+
+#[test]
+fn the_older_balancing_keeps_a_contested_service_name() {
+    // `a-b` without subsets and `a` with subset `b` both name `grpcb-a-b`.
+    let mut older = named("a-b", 15001, "2026-01-01T00:00:00Z");
+    older.spec.subsets.clear();
+    let mut newer = named("a", 15002, "2026-01-02T00:00:00Z");
+    newer.spec.subsets.truncate(1);
+    newer.spec.subsets[0].name = "b".into();
+    let endpoints = EndpointIndex::default();
+    let view = NamespaceView::new([&newer, &older], &endpoints, DOMAIN);
+    assert_eq!(view.service_owner("grpcb-a-b"), Some("a-b"));
+    match view.evaluate(&newer).outcome {
+        Outcome::NotRendered { reason, message } => {
+            assert_eq!(reason, ConditionReason::ServiceNameConflict);
+            assert!(
+                message.contains("grpcb-a-b") && message.contains("\"a-b\""),
+                "{message}"
+            );
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert!(matches!(
+        view.evaluate(&older).outcome,
+        Outcome::Rendered { .. }
+    ));
+    let names: Vec<_> = view
+        .proxy_config()
+        .balancings
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    assert_eq!(names, ["a-b"]);
+
+    // Deleting the older one hands the name over.
+    let mut deleting = older.clone();
+    deleting.metadata.deletion_timestamp = Some(time("2026-01-03T00:00:00Z"));
+    let view = NamespaceView::new([&deleting, &newer], &endpoints, DOMAIN);
+    assert_eq!(view.service_owner("grpcb-a-b"), Some("a"));
+    assert!(matches!(
+        view.evaluate(&newer).outcome,
+        Outcome::Rendered { .. }
+    ));
+}
+
+#[test]
+fn a_listener_on_the_proxy_admin_port_is_refused() {
+    let endpoints = EndpointIndex::default();
+    // The default admin port, and one the chart moved.
+    for (admin_port, listener) in [(None, 9901), (Some(9555), 9555)] {
+        let gb = named("greeter", listener, "2026-01-01T00:00:00Z");
+        let mut view = NamespaceView::new([&gb], &endpoints, DOMAIN);
+        if let Some(port) = admin_port {
+            view = view.with_proxy_admin_port(port);
+        }
+        match view.evaluate(&gb).outcome {
+            Outcome::NotRendered { reason, message } => {
+                assert_eq!(reason, ConditionReason::InvalidSpec);
+                assert!(
+                    message.contains(&format!("listenerPort {listener}"))
+                        && message.contains("admin port"),
+                    "{message}"
+                );
+            }
+            other => panic!("listener {listener}: expected a refusal, got {other:?}"),
+        }
+        assert!(view.proxy_config().balancings.is_empty());
+    }
+    // With the admin port moved, 9901 is an ordinary port.
+    let gb = named("greeter", 9901, "2026-01-01T00:00:00Z");
+    let view = NamespaceView::new([&gb], &endpoints, DOMAIN).with_proxy_admin_port(9555);
+    assert!(matches!(
+        view.evaluate(&gb).outcome,
+        Outcome::Rendered { .. }
+    ));
+}

@@ -12,7 +12,7 @@ use std::time::Duration;
 use grpc_balancer_crds::v1alpha1::{GrpcBalancing, crd};
 use grpc_balancer_operator::Settings;
 use grpc_balancer_operator::leader::LeaderSettings;
-use grpc_balancer_operator::metrics::{ApiRequestCounter, ControllerLabels, Metrics};
+use grpc_balancer_operator::metrics::{ApiRequestCounter, Controller, ControllerLabels, Metrics};
 use grpc_balancer_test_support::{ControlPlane, kubelet, poll_until};
 use k8s_openapi::api::core::v1::{Container, ContainerPort, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -20,6 +20,9 @@ use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+pub mod process;
+pub mod webhook;
 
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -73,6 +76,8 @@ impl RunningOperator {
             metrics_listen: None,
             watch_namespace: Some(namespace.into()),
             metrics: metrics.clone(),
+            proxy_admin_port: grpc_balancer_crds::config::DEFAULT_ADMIN_PORT,
+            webhook: None,
         };
         let stop = CancellationToken::new();
         let task = tokio::spawn(grpc_balancer_operator::run(
@@ -92,7 +97,7 @@ impl RunningOperator {
         self.metrics.leader.get() == 1
     }
 
-    pub fn reconciles(&self, controller: &'static str) -> u64 {
+    pub fn reconciles(&self, controller: Controller) -> u64 {
         self.metrics
             .reconciles
             .get_or_create(&ControllerLabels { controller })

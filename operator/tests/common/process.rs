@@ -1,0 +1,106 @@
+//! The operator binary as its own process (as the kubelet runs it), its
+//! HTTP endpoints over plain HTTP/1.0, and its logs in a file.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use grpc_balancer_test_support::ControlPlane;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::process::{Child, Command};
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free local port")
+        .port()
+}
+
+/// A running `grpc-balancer-operator`, killed when dropped.
+pub struct OperatorProcess {
+    pub child: Child,
+    pub metrics_port: u16,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl OperatorProcess {
+    /// Starts the binary cargo built for this test against `cp`, scoped to
+    /// `namespace` (its Lease there too), metrics on a free port; `extra`
+    /// flags come last and win.
+    pub fn start(cp: &ControlPlane, namespace: &str, identity: &str, extra: &[String]) -> Self {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let log = dir.path().join("operator.log");
+        let out = std::fs::File::create(&log).expect("a log file");
+        let err = out.try_clone().expect("the log file twice");
+        let metrics_port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_grpc-balancer-operator"))
+            .arg("--kubeconfig")
+            .arg(cp.kubeconfig())
+            .args(["--watch-namespace", namespace])
+            .args(["--leader-election-namespace", namespace])
+            .args(["--leader-election-lease-name", identity])
+            .args(["--pod-name", identity])
+            .args(["--lease-duration", "4s"])
+            .arg("--metrics-listen")
+            .arg(format!("127.0.0.1:{metrics_port}"))
+            .args(["--webhook-namespace", namespace])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the operator binary starts");
+        OperatorProcess {
+            child,
+            metrics_port,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// `GET path` on the metrics port: status code and body.
+    pub async fn get(&self, path: &str) -> Result<(u16, String), String> {
+        http_get(self.metrics_port, path).await
+    }
+
+    pub fn logs(&self) -> String {
+        read_log(&self.log)
+    }
+
+    /// Exit status, if it ended within `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    }
+}
+
+fn read_log(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// `GET path` on 127.0.0.1:`port` over HTTP/1.0: status code and body.
+pub async fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| e.to_string())?;
+    conn.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(5), conn.read_to_string(&mut text))
+        .await
+        .map_err(|_| format!("no answer from {path}"))?
+        .map_err(|e| e.to_string())?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("not an HTTP answer: {head:?}"))?;
+    Ok((code, body.to_owned()))
+}
