@@ -62,6 +62,13 @@ node_preflight() {
     die "a real node is already up (state $(cat "$NODE_MARK" 2>/dev/null)); one per machine: \`scripts/control-plane down $(cat "$NODE_MARK" 2>/dev/null)\` first"
   fi
   ip link show "$NODE_BRIDGE" >/dev/null 2>&1 && die "bridge ${NODE_BRIDGE} exists but no node owns it; remove it (ip link del ${NODE_BRIDGE})"
+  # `down` removes every chain matching NODE_CHAIN_RE; that is only right if none exists
+  # before `up` (another Kubernetes node on this host, or a node that was never taken down).
+  local ipt foreign
+  for ipt in iptables ip6tables; do
+    foreign="$("${ipt}-save" 2>/dev/null | awk -v re="$NODE_CHAIN_RE" '/^:/ { c = substr($1, 2); if (c ~ re) print c }' | head -n3 | tr '\n' ' ')"
+    [[ -z "$foreign" ]] || die "${ipt} chains ${foreign}exist already (another Kubernetes node on this host, or a node never taken down); the node would remove them at \`down\`, so it refuses to start"
+  done
   # The CIDRs must be free on this host: no route or address of anything else in them.
   local cidr
   for cidr in "$NODE_POD_CIDR" "$NODE_SERVICE_CIDR"; do
