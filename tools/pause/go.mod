@@ -1,0 +1,3 @@
+module grpc-balancer.local/tools/pause
+
+go 1.24
