@@ -7,10 +7,9 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use common::process::{OperatorProcess, free_port};
+use common::process::{OperatorProcess, free_port, webhook_request};
 use common::{TIMEOUT, balancing, install_crd};
 use grpc_balancer_crds::v1alpha1::GrpcBalancing;
 use grpc_balancer_operator::metrics::{Controller, ErrorKind};
@@ -18,9 +17,6 @@ use grpc_balancer_test_support::{ControlPlane, TestNamespace, poll_until};
 use grpc_balancer_webhook::Outcome;
 use grpc_balancer_webhook::certs::{generate, serving_names};
 use kube::api::{Api, PostParams};
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, ServerName};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const PREFIX: &str = "grpc_balancer_operator_";
 
@@ -144,43 +140,12 @@ fn enum_values() -> BTreeMap<&'static str, BTreeSet<String>> {
 /// A body that is not an AdmissionReview, posted to the webhook over TLS:
 /// an `outcome` sample appears.
 async fn post_garbage(port: u16, ca_pem: &str) -> Result<String, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots
-            .add(cert.map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .map_err(|e| e.to_string())?;
-    let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .map_err(|e| e.to_string())?;
     let body = "not a review";
-    tls.write_all(
-        format!(
-            "POST /mutate HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    let mut text = String::new();
-    tokio::time::timeout(Duration::from_secs(5), tls.read_to_string(&mut text))
-        .await
-        .map_err(|_| "no answer".to_owned())?
-        .map_err(|e| e.to_string())?;
-    Ok(text)
+    let request = format!(
+        "POST /mutate HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    webhook_request(port, ca_pem, request.as_bytes()).await
 }
 
 #[tokio::test]

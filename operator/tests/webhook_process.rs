@@ -5,52 +5,21 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use common::process::{OperatorProcess, free_port};
+use common::process::{OperatorProcess, free_port, webhook_request};
 use common::{TIMEOUT, install_crd};
 use grpc_balancer_test_support::{ControlPlane, TestNamespace, poll_until};
 use grpc_balancer_webhook::certs::{generate, serving_names};
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, ServerName};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// `GET /healthz` on the webhook over TLS, trusting `ca_pem`.
 async fn webhook_health(port: u16, ca_pem: &str) -> Result<String, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots
-            .add(cert.map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .map_err(|e| e.to_string())?;
-    let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
-    let mut tls = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp),
+    webhook_request(
+        port,
+        ca_pem,
+        b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n",
     )
     .await
-    .map_err(|_| "TLS handshake timed out".to_owned())?
-    .map_err(|e| format!("TLS handshake: {e}"))?;
-    tls.write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut text = String::new();
-    tokio::time::timeout(Duration::from_secs(5), tls.read_to_string(&mut text))
-        .await
-        .map_err(|_| "no answer".to_owned())?
-        .map_err(|e| e.to_string())?;
-    Ok(text)
 }
 
 #[tokio::test]

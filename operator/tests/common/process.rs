@@ -6,6 +6,10 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use grpc_balancer_test_support::ControlPlane;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::process::{Child, Command};
 
@@ -103,4 +107,41 @@ pub async fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| format!("not an HTTP answer: {head:?}"))?;
     Ok((code, body.to_owned()))
+}
+
+/// Sends `request` (a whole HTTP/1.0 request) to the webhook on
+/// 127.0.0.1:`port` over TLS, trusting `ca_pem` for the name `localhost`,
+/// and returns the whole answer. Every step is bounded in time.
+pub async fn webhook_request(port: u16, ca_pem: &str, request: &[u8]) -> Result<String, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots
+            .add(cert.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+    let mut tls = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp),
+    )
+    .await
+    .map_err(|_| "TLS handshake timed out".to_owned())?
+    .map_err(|e| format!("TLS handshake: {e}"))?;
+    tls.write_all(request).await.map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(5), tls.read_to_string(&mut text))
+        .await
+        .map_err(|_| "no answer".to_owned())?
+        .map_err(|e| e.to_string())?;
+    Ok(text)
 }
