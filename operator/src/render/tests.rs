@@ -420,11 +420,18 @@ fn a_listener_on_the_proxy_admin_port_is_refused() {
         }
         assert!(view.proxy_config().balancings.is_empty());
     }
-    // With the admin port moved, 9901 is an ordinary port.
+    // With the admin port moved, 9901 stays reserved: the CRD and the
+    // proxy's config format refuse it whatever port the chart picked, so a
+    // later move back never strands a balancing.
     let gb = named("greeter", 9901, "2026-01-01T00:00:00Z");
     let view = NamespaceView::new([&gb], &endpoints, DOMAIN).with_proxy_admin_port(9555);
-    assert!(matches!(
-        view.evaluate(&gb).outcome,
-        Outcome::Rendered { .. }
-    ));
+    match view.evaluate(&gb).outcome {
+        Outcome::NotRendered { reason, message } => {
+            assert_eq!(reason, ConditionReason::InvalidSpec);
+            assert!(message.contains("9901"), "{message}");
+        }
+        other => {
+            panic!("listener 9901 with the admin port moved: expected a refusal, got {other:?}")
+        }
+    }
 }
