@@ -116,3 +116,25 @@ async fn control_plane_stops_when_owner_exits() {
     )
     .await;
 }
+
+/// A built install is reused: every later `install` finds each component
+/// cached and builds nothing. Its checks once piped a binary's version into
+/// `grep -q` under pipefail, and grep leaving early made a good cache look
+/// broken on some runs (SIGPIPE), so installs rebuilt Kubernetes at random.
+#[test]
+fn a_built_install_is_reused() {
+    for run in 1..=5 {
+        let out = Command::new(script())
+            .arg("install")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run control-plane install");
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "install failed:\n{log}");
+        let built: Vec<&str> = log.lines().filter(|l| l.contains("building ")).collect();
+        assert!(
+            built.is_empty(),
+            "run {run}: a cached component was built again: {built:?}\n{log}"
+        );
+    }
+}
