@@ -1,13 +1,11 @@
 //! Retries, outlier ejection, health checks and upstream GOAWAY.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::support::*;
 use grpc_balancer_crds::config::{self, HealthCheck, PolicyKind};
 use grpc_balancer_greeter::{BackendOptions, Faults};
-use support::*;
 use tonic::Code;
 
 /// An HTTP/2 server that refuses every stream with REFUSED_STREAM.

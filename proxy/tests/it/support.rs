@@ -1,8 +1,6 @@
 //! Shared helpers of the proxy's integration tests: real greeter backends,
 //! the real proxy started in-process, and polling with a deadline.
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;

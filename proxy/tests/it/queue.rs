@@ -2,14 +2,12 @@
 //! goes through once an endpoint connects; `maxWait` bounds the wait;
 //! `maxPending` bounds the waiting calls, and more fail at once.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::support::*;
 use grpc_balancer_crds::config::{self, Balancing, PolicyKind};
 use grpc_balancer_greeter::BackendOptions;
-use support::*;
 use tokio::time::Instant;
 use tonic::Code;
 

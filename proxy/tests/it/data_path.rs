@@ -1,12 +1,10 @@
 //! What passes through intact, and what the proxy answers itself.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use grpc_balancer_crds::config::{self, PolicyKind};
 use grpc_balancer_greeter::fault_headers;
-use support::*;
 use tokio::io::AsyncWriteExt;
 use tonic::Code;
 

@@ -8,17 +8,15 @@
 //! idle connection must not be cut and re-dialled, and a quiet stream must
 //! live well past several MinTimes.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::*;
 use grpc_balancer_crds::config::PolicyKind;
 use grpc_balancer_proxy::ConfigSource;
 use grpc_balancer_proxy::transport::{DEFAULT_PING_INTERVAL, DEFAULT_TCP_KEEPALIVE};
-use support::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};

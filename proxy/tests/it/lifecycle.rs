@@ -1,15 +1,13 @@
 //! Drain, config reload, the admin server and the `check` command.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::support::*;
 use grpc_balancer_crds::config::{PolicyKind, to_yaml};
 use grpc_balancer_greeter::fault_headers;
 use grpc_balancer_proxy::ConfigSource;
-use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_finishes_calls_in_flight() {
