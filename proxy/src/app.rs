@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::DebugAccess;
 use crate::balancing::Balancing;
+use crate::call;
 use crate::config_watch::{self, Loaded};
 use crate::discovery::{Discover, SystemDiscover};
 use crate::metrics::{BalancingLabels, LabelValue as _, Metrics, ReloadResult, ResultLabels};
@@ -361,9 +362,22 @@ impl AppState {
         let current = Arc::new(ArcSwap::new(runtime));
         let stop = CancellationToken::new();
         let (handback_tx, handback) = oneshot::channel();
+        let accepted = self
+            .metrics
+            .downstream_connections
+            .get_or_create_owned(&BalancingLabels {
+                balancing: b.name.clone(),
+            });
+        let handler = {
+            let current = current.clone();
+            // The balancing installed when the stream arrives serves it.
+            move |req| call::proxy(current.load_full(), req)
+        };
         let server = tokio::spawn(server::serve(
             listener,
-            current.clone(),
+            b.name.clone(),
+            accepted,
+            handler,
             stop.clone(),
             handback_tx,
         ));

@@ -17,14 +17,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::balance::{EndpointSet, Policy};
 use crate::discovery::{Discover, Target, Update};
-use crate::endpoint::{ConnState, Endpoint, OutlierSettings, SubsetShared};
-use crate::grpc_status::ProxyError;
+use crate::endpoint::{ConnState, Endpoint, OutlierSettings, SubsetShared, upkeep};
+use crate::error::ProxyError;
 use crate::metrics::{
     DiscoveryLabels, DiscoveryResult, LabelValue as _, LocalCallCounters, Metrics, RetryCounters,
 };
 use crate::resilience::health::{self, HealthSettings};
 use crate::resilience::retry_budget::RetryBudget;
-use crate::transport::client::{self, ConnectSettings};
+use crate::transport::client::ConnectSettings;
 use crate::util::{random_u64, stable_hash};
 
 /// Latency estimate of an endpoint with no sample and no peers to copy from.
@@ -459,7 +459,7 @@ async fn run_subset(
             }
             let endpoint = Arc::new(Endpoint::new(addr, shared.clone(), initial_rtt));
             let stop = cancel.child_token();
-            tokio::spawn(client::maintain(endpoint.clone(), connect, stop.clone()));
+            tokio::spawn(upkeep::maintain(endpoint.clone(), connect, stop.clone()));
             if let Some(h) = &health {
                 tokio::spawn(health::run(endpoint.clone(), h.clone(), stop.clone()));
             }

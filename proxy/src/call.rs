@@ -15,10 +15,12 @@ use tokio::time::Instant;
 
 use crate::balancing::{Balancing, Pick};
 use crate::endpoint::Endpoint;
-use crate::grpc_status::{self, ProxyError, code};
+use crate::endpoint::record::CallRecord;
+use crate::error::ProxyError;
+use crate::grpc_status::{self, Code};
 use crate::metrics::RetryOutcome;
 use crate::resilience::deadline;
-use crate::transport::body::{CallRecord, RequestBody, ResponseBody};
+use crate::transport::body::{RequestBody, ResponseBody};
 use crate::transport::replay::{ReplayBody, ReplayControl};
 use crate::util::nanos_at;
 
@@ -28,7 +30,11 @@ const MAX_REDISPATCH: u32 = 8;
 
 static GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
 
-pub async fn proxy(b: Arc<Balancing>, req: Request<Incoming>) -> Response<ResponseBody> {
+/// What the caller receives: the endpoint's answer streamed through a body
+/// that settles the call's record, or the proxy's own trailers-only answer.
+pub type CallResponse = Response<ResponseBody<CallRecord>>;
+
+pub async fn proxy(b: Arc<Balancing>, req: Request<Incoming>) -> CallResponse {
     let started = Instant::now();
     let accepted_at = nanos_at(started);
     let caller_timeout = req.headers().get(&GRPC_TIMEOUT).and_then(deadline::parse);
@@ -101,7 +107,7 @@ pub async fn proxy(b: Arc<Balancing>, req: Request<Incoming>) -> Response<Respon
                     // The backend stops too: cancel the stream at once.
                     sent.cancel_now();
                     // Counted on the endpoint by the record, not again here.
-                    record.set_status(code::DEADLINE_EXCEEDED);
+                    record.set_status(Code::DEADLINE_EXCEEDED);
                     return ProxyError::DeadlineExceeded {
                         balancing: b.name().to_owned(),
                         after: started.elapsed(),
@@ -117,14 +123,14 @@ pub async fn proxy(b: Arc<Balancing>, req: Request<Incoming>) -> Response<Respon
                 // it (trailers-only UNAVAILABLE) goes to another endpoint.
                 if idempotent
                     && response.body().is_end_stream()
-                    && grpc_status::status_of(response.headers()) == Some(code::UNAVAILABLE)
+                    && grpc_status::status_of(response.headers()) == Some(Code::UNAVAILABLE)
                     && let Some(head) = &retry_head
                     && let Some(body) = retry_body(&b, replay.as_ref(), attempt)
                 {
                     tracing::debug!(balancing = b.name(), endpoint = %endpoint.addr, attempt, "retrying an idempotent call the endpoint answered UNAVAILABLE");
                     // The attempt counts on its endpoint (and towards its ejection).
                     record.first_response();
-                    record.set_status(code::UNAVAILABLE);
+                    record.set_status(Code::UNAVAILABLE);
                     drop(record);
                     req = head.request(body);
                     attempt += 1;
@@ -169,7 +175,7 @@ pub async fn proxy(b: Arc<Balancing>, req: Request<Incoming>) -> Response<Respon
                         record.not_sent();
                     } else {
                         // It may have reached the backend: a failure there.
-                        record.upstream_failed(code::UNAVAILABLE);
+                        record.upstream_failed(Code::UNAVAILABLE);
                     }
                     req = next;
                     attempt += 1;
@@ -316,13 +322,13 @@ fn never_reached_backend(error: &hyper::Error) -> bool {
 fn unavailable(endpoint: &Endpoint, why: &str) -> ProxyError {
     ProxyError::Upstream {
         endpoint: endpoint.addr,
-        code: code::UNAVAILABLE,
+        code: Code::UNAVAILABLE,
         reason: why.to_owned(),
     }
 }
 
 /// An answer from the proxy itself, counted under endpoint "".
-fn local_answer(b: &Balancing, error: ProxyError) -> Response<ResponseBody> {
+fn local_answer(b: &Balancing, error: ProxyError) -> CallResponse {
     b.local_calls.inc(error.code());
     tracing::debug!(balancing = b.name(), error = %error, "answering the call from the proxy");
     error.into_response()

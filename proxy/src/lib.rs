@@ -16,6 +16,7 @@ pub mod cli;
 pub mod config_watch;
 pub mod discovery;
 pub mod endpoint;
+pub mod error;
 pub mod grpc_status;
 pub mod lifecycle_hooks;
 pub mod metrics;

@@ -1,6 +1,10 @@
 //! One backend endpoint: its connection handle and the lock-free state the
 //! balancer reads on every call (connection state, calls in flight, latency
-//! estimate, outlier ejection, health).
+//! estimate, outlier ejection, health); keeping it connected ([`upkeep`]);
+//! and the record that settles each call on it ([`record`]).
+
+pub mod record;
+pub mod upkeep;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
