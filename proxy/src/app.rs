@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::DebugAccess;
+use crate::admin::{self, AdminView, DebugAccess, Readiness};
 use crate::balancing::Balancing;
 use crate::call;
 use crate::config_watch::{self, Loaded};
@@ -107,7 +107,8 @@ const BIND_WARN_EVERY: u64 = 30;
 /// How long a stopped server may take to hand its listener back.
 const HANDBACK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// State the admin server reads.
+/// The running proxy: its balancings and listeners, the config, and what
+/// readiness depends on.
 pub struct AppState {
     running: Mutex<Balancings>,
     pub config: ArcSwap<ProxyConfig>,
@@ -121,10 +122,41 @@ pub struct AppState {
     drain_timeout: Duration,
     warm_up: Duration,
     bind_retry: Duration,
-    /// Who may read `/config` and `/endpoints`.
-    pub admin_debug: DebugAccess,
     /// The admin server's address, which no balancing may take.
     admin_addr: OnceLock<SocketAddr>,
+}
+
+impl AdminView for AppState {
+    fn readiness(&self) -> Readiness {
+        if self.draining.load(Ordering::Acquire) {
+            return Readiness::Draining;
+        }
+        if !self.loaded.load(Ordering::Acquire) {
+            return Readiness::NoConfigLoaded;
+        }
+        let unbound = self.unbound();
+        if unbound.is_empty() {
+            Readiness::Ready
+        } else {
+            Readiness::Unbound(unbound)
+        }
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    fn config(&self) -> Arc<ProxyConfig> {
+        self.config.load_full()
+    }
+
+    fn balancings(&self) -> Vec<(SocketAddr, Arc<Balancing>)> {
+        AppState::balancings(self)
+    }
 }
 
 impl AppState {
@@ -524,20 +556,20 @@ pub async fn run(
         drain_timeout: settings.drain_timeout,
         warm_up: settings.warm_up,
         bind_retry: settings.bind_retry,
-        admin_debug: settings.admin_debug,
         admin_addr: OnceLock::new(),
     });
 
     // The admin server first: its port is never lost to a balancing, and
     // /ready answers (503) while the config loads.
-    let admin = crate::admin::bind(settings.admin)
+    let admin = admin::bind(settings.admin)
         .with_context(|| format!("admin server on {}", settings.admin))?;
     let admin_addr = admin.local_addr()?;
     let _ = state.admin_addr.set(admin_addr);
     let admin_stop = CancellationToken::new();
-    let admin_task = tokio::spawn(crate::admin::serve(
+    let admin_task = tokio::spawn(admin::serve(
         admin,
         state.clone(),
+        settings.admin_debug,
         admin_stop.clone(),
     ));
 
@@ -564,7 +596,7 @@ pub async fn run(
             ));
         }
     }
-    tracing::info!(admin = %admin_addr, debug_endpoints = ?state.admin_debug, "proxy started");
+    tracing::info!(admin = %admin_addr, debug_endpoints = ?settings.admin_debug, "proxy started");
 
     let task_state = state.clone();
     let task = tokio::spawn(async move {

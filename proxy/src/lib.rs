@@ -26,4 +26,7 @@ pub mod telemetry;
 pub mod transport;
 mod util;
 
+#[cfg(test)]
+mod layering;
+
 pub use app::{ConfigSource, RunningProxy, Settings, run};
