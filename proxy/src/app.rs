@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminView, DebugAccess, Readiness};
-use crate::balancing::Balancing;
+use crate::balancer::Balancing;
 use crate::call;
 use crate::config_watch::{self, Loaded};
 use crate::discovery::{Discover, SystemDiscover};

@@ -13,7 +13,7 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::balancing::{Balancing, Pick};
+use crate::balancer::{Balancing, Pick};
 use crate::endpoint::Endpoint;
 use crate::endpoint::record::CallRecord;
 use crate::error::ProxyError;

@@ -29,7 +29,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::balancing::Balancing;
+use crate::balancer::Balancing;
 use crate::endpoint::ConnState;
 use crate::metrics::{
     BalancingLabels, EndpointStateLabel, EndpointStateLabels, LabelValue as _, Metrics,

@@ -15,13 +15,13 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::balance::{EndpointSet, Policy};
 use crate::discovery::{Discover, Target, Update};
 use crate::endpoint::{ConnState, Endpoint, OutlierSettings, SubsetShared, upkeep};
 use crate::error::ProxyError;
 use crate::metrics::{
     DiscoveryLabels, DiscoveryResult, LabelValue as _, LocalCallCounters, Metrics, RetryCounters,
 };
+use crate::policy::{EndpointSet, Policy};
 use crate::resilience::health::{self, HealthSettings};
 use crate::resilience::retry_budget::RetryBudget;
 use crate::transport::client::ConnectSettings;
