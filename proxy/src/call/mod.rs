@@ -1,6 +1,9 @@
 //! One call through the proxy: deadline, endpoint choice, dispatch on the
-//! endpoint's connection, retries of attempts that never reached a backend,
-//! and the response streamed back.
+//! endpoint's connection, retries of attempts that never reached a backend
+//! (whether one may go again is decided in [`retry`]), and the response
+//! streamed back.
+
+pub mod retry;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,6 +25,8 @@ use crate::metrics::RetryOutcome;
 use crate::resilience::deadline;
 use crate::transport::body::{RequestBody, ResponseBody};
 use crate::transport::replay::{ReplayBody, ReplayControl};
+
+use self::retry::AttemptFailure;
 use crate::util::nanos_at;
 
 /// Re-dispatches of a request a connection handed back unsent (it was
@@ -121,9 +126,9 @@ pub async fn proxy(b: Arc<Balancing>, req: Request<Incoming>) -> CallResponse {
             Ok(response) => {
                 // A listed method the backend turned away without processing
                 // it (trailers-only UNAVAILABLE) goes to another endpoint.
-                if idempotent
-                    && response.body().is_end_stream()
+                if response.body().is_end_stream()
                     && grpc_status::status_of(response.headers()) == Some(Code::UNAVAILABLE)
+                    && AttemptFailure::TurnedAway.retryable(idempotent)
                     && let Some(head) = &retry_head
                     && let Some(body) = retry_body(&b, replay.as_ref(), attempt)
                 {
@@ -161,9 +166,8 @@ pub async fn proxy(b: Arc<Balancing>, req: Request<Incoming>) -> CallResponse {
                     continue;
                 }
                 let error = e.into_error();
-                let never_processed = never_reached_backend(&error);
-                let retryable = never_processed || (idempotent && lost_before_answer(&error));
-                let retry = if retryable {
+                let failure = AttemptFailure::of(&error);
+                let retry = if failure.retryable(idempotent) {
                     retry_body(&b, replay.as_ref(), attempt)
                         .and_then(|body| Some(retry_head.as_ref()?.request(body)))
                 } else {
@@ -171,7 +175,7 @@ pub async fn proxy(b: Arc<Balancing>, req: Request<Incoming>) -> CallResponse {
                 };
                 if let Some(next) = retry {
                     tracing::debug!(balancing = b.name(), endpoint = %endpoint.addr, error = %error, attempt, "retrying a call the endpoint did not answer");
-                    if never_processed {
+                    if failure == AttemptFailure::NeverReached {
                         record.not_sent();
                     } else {
                         // It may have reached the backend: a failure there.
@@ -295,27 +299,6 @@ fn retry_body(b: &Balancing, replay: Option<&ReplayControl>, attempt: u32) -> Op
             b.retry_counters.inc(RetryOutcome::NotReplayable);
             None
         }
-    }
-}
-
-/// The stream was reset by the endpoint, or its connection was lost, before
-/// any response: an idempotent call may be sent again. A reset the proxy
-/// made itself (the caller's body failed) is not such a loss.
-fn lost_before_answer(error: &hyper::Error) -> bool {
-    match grpc_status::h2_error(error) {
-        Some(e) => e.is_io() || e.is_go_away() || (e.is_reset() && e.is_remote()),
-        None => true,
-    }
-}
-
-/// REFUSED_STREAM, or a GOAWAY whose last-stream-id excluded this stream:
-/// the endpoint guarantees it did not act on the call.
-fn never_reached_backend(error: &hyper::Error) -> bool {
-    match grpc_status::h2_error(error) {
-        Some(e) => {
-            e.reason() == Some(h2::Reason::REFUSED_STREAM) || (e.is_go_away() && e.is_remote())
-        }
-        None => false,
     }
 }
 
