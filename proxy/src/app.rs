@@ -517,11 +517,55 @@ async fn drain(r: Running, timeout: Duration) {
 /// A started proxy.
 pub struct RunningProxy {
     pub admin_addr: SocketAddr,
-    pub state: Arc<AppState>,
+    state: Arc<AppState>,
     task: JoinHandle<()>,
 }
 
+/// A cloneable read handle on a running proxy's endpoints and queues, for
+/// those embedding it (the tests) to watch what the admin server shows.
+#[derive(Clone)]
+pub struct ProxyView(Arc<AppState>);
+
+/// One endpoint of a running balancing, as of the moment it was read.
+#[derive(Debug, Clone)]
+pub struct EndpointStatus {
+    pub balancing: String,
+    pub addr: SocketAddr,
+    /// Whether a call could be sent to it now.
+    pub available: bool,
+    pub in_flight: u32,
+}
+
+impl ProxyView {
+    /// Every endpoint of every running balancing.
+    pub fn endpoints(&self) -> Vec<EndpointStatus> {
+        let mut all = Vec::new();
+        for (_, b) in self.0.balancings() {
+            for s in &b.subsets {
+                for e in &s.set.load().endpoints {
+                    all.push(EndpointStatus {
+                        balancing: b.name().to_owned(),
+                        addr: e.addr,
+                        available: e.is_available(),
+                        in_flight: e.in_flight(),
+                    });
+                }
+            }
+        }
+        all
+    }
+
+    /// Calls waiting for an endpoint, over all balancings.
+    pub fn queued_calls(&self) -> u32 {
+        self.0.balancings().iter().map(|(_, b)| b.pending()).sum()
+    }
+}
+
 impl RunningProxy {
+    pub fn view(&self) -> ProxyView {
+        ProxyView(self.state.clone())
+    }
+
     /// Address of a balancing's listener.
     pub fn listener_addr(&self, balancing: &str) -> Option<SocketAddr> {
         self.state.listener_addr(balancing)

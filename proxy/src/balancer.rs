@@ -76,7 +76,6 @@ pub struct Balancing {
     max_wait: Duration,
     pending: AtomicU32,
     ready: Arc<Notify>,
-    metrics: Metrics,
     cancel: CancellationToken,
 }
 
@@ -170,17 +169,12 @@ impl Balancing {
             max_wait: cfg.queue.max_wait.as_std(),
             pending: AtomicU32::new(0),
             ready,
-            metrics: metrics.clone(),
             cancel,
         })
     }
 
     pub fn name(&self) -> &str {
         &self.name
-    }
-
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
     }
 
     /// Stops discovery, connections and health checks. Calls in flight keep

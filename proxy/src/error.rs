@@ -25,8 +25,6 @@ pub enum ProxyError {
         code: Code,
         reason: String,
     },
-    #[error("the proxy is shutting down")]
-    ShuttingDown,
 }
 
 impl ProxyError {
@@ -34,8 +32,7 @@ impl ProxyError {
         match self {
             ProxyError::NoEndpoints { .. }
             | ProxyError::NoReadyEndpoint { .. }
-            | ProxyError::QueueFull { .. }
-            | ProxyError::ShuttingDown => Code::UNAVAILABLE,
+            | ProxyError::QueueFull { .. } => Code::UNAVAILABLE,
             ProxyError::DeadlineExceeded { .. } => Code::DEADLINE_EXCEEDED,
             ProxyError::Upstream { code, .. } => *code,
         }

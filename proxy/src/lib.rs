@@ -22,22 +22,28 @@
 //! - `call`: one call through the proxy, retries included;
 //! - `admin` (reads the proxy through a narrow view), `app` (wires it all),
 //!   `cli`.
+//!
+//! Modules are crate-private unless something outside uses them: the binary
+//! (`cli`, `telemetry`, `lifecycle_hooks`), the tests and embedders ([`run`]
+//! with its [`Settings`], [`ProxyView`] to watch endpoints, `discovery` to
+//! plug in a source, `transport::client::ConnectSettings`, `admin`'s access
+//! rule), and the demo's dashboard (`metrics`, its names and labels).
 
 pub mod admin;
-pub mod app;
-pub mod balancer;
-pub mod call;
+pub(crate) mod app;
+pub(crate) mod balancer;
+pub(crate) mod call;
 pub mod cli;
-pub mod config_watch;
+pub(crate) mod config_watch;
 pub mod discovery;
-pub mod endpoint;
-pub mod error;
-pub mod grpc_status;
+pub(crate) mod endpoint;
+pub(crate) mod error;
+pub(crate) mod grpc_status;
 pub mod lifecycle_hooks;
 pub mod metrics;
-pub mod net;
-pub mod policy;
-pub mod resilience;
+pub(crate) mod net;
+pub(crate) mod policy;
+pub(crate) mod resilience;
 pub mod telemetry;
 pub mod transport;
 mod util;
@@ -45,4 +51,4 @@ mod util;
 #[cfg(test)]
 mod layering;
 
-pub use app::{ConfigSource, RunningProxy, Settings, run};
+pub use app::{ConfigSource, EndpointStatus, ProxyView, RunningProxy, Settings, run};

@@ -47,7 +47,7 @@ pub enum DebugAccess {
 
 /// What the admin server may read of the running proxy. The app implements
 /// it; the admin server sees nothing else of the app.
-pub trait AdminView: Send + Sync + 'static {
+pub(crate) trait AdminView: Send + Sync + 'static {
     fn readiness(&self) -> Readiness;
     fn metrics(&self) -> &Metrics;
     fn registry(&self) -> &Registry;
@@ -58,7 +58,7 @@ pub trait AdminView: Send + Sync + 'static {
 }
 
 /// Whether the proxy is ready, and if not, why.
-pub enum Readiness {
+pub(crate) enum Readiness {
     Ready,
     Draining,
     NoConfigLoaded,
@@ -76,11 +76,11 @@ struct AdminState {
 /// Binds the admin server; `[::]:PORT` listens on both families (the
 /// kubelet probes the pod IP, IPv6 on IPv6-only and IPv6-primary clusters),
 /// falling back to `0.0.0.0:PORT` where the kernel has no IPv6.
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     crate::net::bind(addr)
 }
 
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     view: Arc<dyn AdminView>,
     debug: DebugAccess,
@@ -97,7 +97,7 @@ pub async fn serve(
 
 /// The routes. Serve them with `ConnectInfo<SocketAddr>` (as [`serve`]
 /// does): without a peer address the debug endpoints answer no one.
-pub fn router(view: Arc<dyn AdminView>, debug: DebugAccess) -> Router {
+pub(crate) fn router(view: Arc<dyn AdminView>, debug: DebugAccess) -> Router {
     let state = AdminState { view, debug };
     let debug = Router::new()
         .route("/config", get(config))

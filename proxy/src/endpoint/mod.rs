@@ -42,15 +42,6 @@ impl ConnState {
             _ => ConnState::Connecting,
         }
     }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConnState::Connecting => "connecting",
-            ConnState::Ready => "ready",
-            ConnState::Failed => "failed",
-            ConnState::Removed => "removed",
-        }
-    }
 }
 
 /// Outlier-ejection settings of a balancing, as plain values.

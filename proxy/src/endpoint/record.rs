@@ -40,10 +40,6 @@ impl CallRecord {
         }
     }
 
-    pub fn endpoint(&self) -> &Arc<Endpoint> {
-        &self.endpoint
-    }
-
     /// First response DATA frame (or a trailers-only end): the latency sample
     /// of peak-EWMA, so long streams do not look like permanent load.
     pub fn first_response(&mut self) {

@@ -41,7 +41,7 @@ impl Default for ConnectSettings {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
+pub(crate) enum ConnectError {
     #[error("connect timed out after {0:?}")]
     Timeout(Duration),
     #[error("connect failed: {0}")]
@@ -52,11 +52,11 @@ pub enum ConnectError {
 
 /// The connection's driver: it runs until the connection ends, and ends
 /// with `Ok` on a GOAWAY.
-pub type Connection = http2::Connection<TokioIo<TcpStream>, RequestBody, TokioExecutor>;
+pub(crate) type Connection = http2::Connection<TokioIo<TcpStream>, RequestBody, TokioExecutor>;
 
 /// Connects to `addr`, both the TCP connect and the handshake bounded by the
 /// connect timeout.
-pub async fn connect(
+pub(crate) async fn connect(
     addr: SocketAddr,
     settings: ConnectSettings,
 ) -> Result<(http2::SendRequest<RequestBody>, Connection), ConnectError> {

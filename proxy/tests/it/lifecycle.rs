@@ -24,19 +24,9 @@ async fn drain_finishes_calls_in_flight() {
         }));
     }
     let admin = proxy.admin();
-    let state = proxy.running.as_ref().expect("running").state.clone();
+    let view = proxy.running.as_ref().expect("running").view();
     eventually(Duration::from_secs(5), "10 calls in flight", || {
-        let in_flight: u32 = state
-            .balancings()
-            .iter()
-            .flat_map(|(_, b)| b.subsets.iter().map(|s| s.set.load_full()))
-            .flat_map(|set| {
-                set.endpoints
-                    .iter()
-                    .map(|e| e.in_flight())
-                    .collect::<Vec<_>>()
-            })
-            .sum();
+        let in_flight: u32 = view.endpoints().iter().map(|e| e.in_flight).sum();
         async move { in_flight == 10 }
     })
     .await;

@@ -30,11 +30,8 @@ fn queued(proxy: &Proxy) -> u32 {
         .running
         .as_ref()
         .expect("running")
-        .state
-        .balancings()
-        .iter()
-        .map(|(_, b)| b.pending())
-        .sum()
+        .view()
+        .queued_calls()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
