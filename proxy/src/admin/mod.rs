@@ -1,5 +1,5 @@
 //! The admin HTTP server: `/live`, `/ready`, `/metrics`, `/config`,
-//! `/endpoints`. It reads the running proxy through [`AdminView`] only:
+//! `/endpoints`. It reads the running proxy through `AdminView` only:
 //! readiness, the metrics, the current config and balancings.
 //!
 //! The probes and `/metrics` answer every peer: the kubelet probes the pod
