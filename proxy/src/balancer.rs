@@ -256,14 +256,16 @@ impl Balancing {
         avoid: Option<&Arc<Endpoint>>,
         deadline: Option<Instant>,
     ) -> Result<Arc<Endpoint>, ProxyError> {
-        match self.pick(hash, avoid) {
-            Pick::Ready(e) => return Ok(e),
-            Pick::NoEndpoints => {
-                return Err(ProxyError::NoEndpoints {
-                    balancing: self.name.to_string(),
-                });
-            }
-            Pick::NotReady => {}
+        // A pick that settles the wait: an endpoint, or none to wait for.
+        let settled = || match self.pick(hash, avoid) {
+            Pick::Ready(e) => Some(Ok(e)),
+            Pick::NoEndpoints => Some(Err(ProxyError::NoEndpoints {
+                balancing: self.name.to_string(),
+            })),
+            Pick::NotReady => None,
+        };
+        if let Some(result) = settled() {
+            return result;
         }
         if self.pending.fetch_add(1, Ordering::AcqRel) >= self.max_pending {
             self.pending.fetch_sub(1, Ordering::AcqRel);
@@ -279,14 +281,8 @@ impl Balancing {
             let notified = self.ready.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            match self.pick(hash, avoid) {
-                Pick::Ready(e) => return Ok(e),
-                Pick::NoEndpoints => {
-                    return Err(ProxyError::NoEndpoints {
-                        balancing: self.name.to_string(),
-                    });
-                }
-                Pick::NotReady => {}
+            if let Some(result) = settled() {
+                return result;
             }
             let now = Instant::now();
             if now >= until {
