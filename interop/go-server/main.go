@@ -1,5 +1,5 @@
 // A grpc-go server with grpc-go's default settings, for the proxy's
-// keepalive test (proxy/tests/keepalive.rs): it serves grpc.health.v1
+// keepalive test (proxy/tests/it/keepalive.rs): it serves grpc.health.v1
 // (Check, and Watch, a server stream that stays quiet until the status
 // changes) and prints every connection it accepts, so a test sees a
 // connection cut by GOAWAY too_many_pings and re-dialled.

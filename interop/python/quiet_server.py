@@ -1,5 +1,5 @@
 """A grpcio (gRPC C-core) greeter server with C-core's default settings, for
-the proxy's keepalive test (proxy/tests/keepalive.rs).
+the proxy's keepalive test (proxy/tests/it/keepalive.rs).
 
 SayHello answers with the caller's peer address (so a test sees whether a
 connection was re-dialled); SayHelloStream sends one reply, then stays quiet

@@ -22,8 +22,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::DebugAccess;
-use crate::balancing::Balancing;
+use crate::admin::{self, AdminView, DebugAccess, Readiness};
+use crate::balancer::Balancing;
+use crate::call;
 use crate::config_watch::{self, Loaded};
 use crate::discovery::{Discover, SystemDiscover};
 use crate::metrics::{BalancingLabels, LabelValue as _, Metrics, ReloadResult, ResultLabels};
@@ -106,7 +107,8 @@ const BIND_WARN_EVERY: u64 = 30;
 /// How long a stopped server may take to hand its listener back.
 const HANDBACK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// State the admin server reads.
+/// The running proxy: its balancings and listeners, the config, and what
+/// readiness depends on.
 pub struct AppState {
     running: Mutex<Balancings>,
     pub config: ArcSwap<ProxyConfig>,
@@ -120,10 +122,41 @@ pub struct AppState {
     drain_timeout: Duration,
     warm_up: Duration,
     bind_retry: Duration,
-    /// Who may read `/config` and `/endpoints`.
-    pub admin_debug: DebugAccess,
     /// The admin server's address, which no balancing may take.
     admin_addr: OnceLock<SocketAddr>,
+}
+
+impl AdminView for AppState {
+    fn readiness(&self) -> Readiness {
+        if self.draining.load(Ordering::Acquire) {
+            return Readiness::Draining;
+        }
+        if !self.loaded.load(Ordering::Acquire) {
+            return Readiness::NoConfigLoaded;
+        }
+        let unbound = self.unbound();
+        if unbound.is_empty() {
+            Readiness::Ready
+        } else {
+            Readiness::Unbound(unbound)
+        }
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    fn config(&self) -> Arc<ProxyConfig> {
+        self.config.load_full()
+    }
+
+    fn balancings(&self) -> Vec<(SocketAddr, Arc<Balancing>)> {
+        AppState::balancings(self)
+    }
 }
 
 impl AppState {
@@ -361,9 +394,22 @@ impl AppState {
         let current = Arc::new(ArcSwap::new(runtime));
         let stop = CancellationToken::new();
         let (handback_tx, handback) = oneshot::channel();
+        let accepted = self
+            .metrics
+            .downstream_connections
+            .get_or_create_owned(&BalancingLabels {
+                balancing: b.name.clone(),
+            });
+        let handler = {
+            let current = current.clone();
+            // The balancing installed when the stream arrives serves it.
+            move |req| call::proxy(current.load_full(), req)
+        };
         let server = tokio::spawn(server::serve(
             listener,
-            current.clone(),
+            b.name.clone(),
+            accepted,
+            handler,
             stop.clone(),
             handback_tx,
         ));
@@ -471,11 +517,55 @@ async fn drain(r: Running, timeout: Duration) {
 /// A started proxy.
 pub struct RunningProxy {
     pub admin_addr: SocketAddr,
-    pub state: Arc<AppState>,
+    state: Arc<AppState>,
     task: JoinHandle<()>,
 }
 
+/// A cloneable read handle on a running proxy's endpoints and queues, for
+/// those embedding it (the tests) to watch what the admin server shows.
+#[derive(Clone)]
+pub struct ProxyView(Arc<AppState>);
+
+/// One endpoint of a running balancing, as of the moment it was read.
+#[derive(Debug, Clone)]
+pub struct EndpointStatus {
+    pub balancing: String,
+    pub addr: SocketAddr,
+    /// Whether a call could be sent to it now.
+    pub available: bool,
+    pub in_flight: u32,
+}
+
+impl ProxyView {
+    /// Every endpoint of every running balancing.
+    pub fn endpoints(&self) -> Vec<EndpointStatus> {
+        let mut all = Vec::new();
+        for (_, b) in self.0.balancings() {
+            for s in &b.subsets {
+                for e in &s.set.load().endpoints {
+                    all.push(EndpointStatus {
+                        balancing: b.name().to_owned(),
+                        addr: e.addr,
+                        available: e.is_available(),
+                        in_flight: e.in_flight(),
+                    });
+                }
+            }
+        }
+        all
+    }
+
+    /// Calls waiting for an endpoint, over all balancings.
+    pub fn queued_calls(&self) -> u32 {
+        self.0.balancings().iter().map(|(_, b)| b.pending()).sum()
+    }
+}
+
 impl RunningProxy {
+    pub fn view(&self) -> ProxyView {
+        ProxyView(self.state.clone())
+    }
+
     /// Address of a balancing's listener.
     pub fn listener_addr(&self, balancing: &str) -> Option<SocketAddr> {
         self.state.listener_addr(balancing)
@@ -510,20 +600,20 @@ pub async fn run(
         drain_timeout: settings.drain_timeout,
         warm_up: settings.warm_up,
         bind_retry: settings.bind_retry,
-        admin_debug: settings.admin_debug,
         admin_addr: OnceLock::new(),
     });
 
     // The admin server first: its port is never lost to a balancing, and
     // /ready answers (503) while the config loads.
-    let admin = crate::admin::bind(settings.admin)
+    let admin = admin::bind(settings.admin)
         .with_context(|| format!("admin server on {}", settings.admin))?;
     let admin_addr = admin.local_addr()?;
     let _ = state.admin_addr.set(admin_addr);
     let admin_stop = CancellationToken::new();
-    let admin_task = tokio::spawn(crate::admin::serve(
+    let admin_task = tokio::spawn(admin::serve(
         admin,
         state.clone(),
+        settings.admin_debug,
         admin_stop.clone(),
     ));
 
@@ -550,7 +640,7 @@ pub async fn run(
             ));
         }
     }
-    tracing::info!(admin = %admin_addr, debug_endpoints = ?state.admin_debug, "proxy started");
+    tracing::info!(admin = %admin_addr, debug_endpoints = ?settings.admin_debug, "proxy started");
 
     let task_state = state.clone();
     let task = tokio::spawn(async move {

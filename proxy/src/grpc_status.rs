@@ -1,11 +1,13 @@
-//! The one place where the proxy's own failures become gRPC statuses.
+//! gRPC statuses as the wire carries them: the [`Code`] type, reading
+//! `grpc-status`, writing the trailers and trailers-only answers the proxy
+//! makes itself, and the status an HTTP/2 stream error stands for. A leaf:
+//! it knows nothing of the proxy's other modules.
 //!
 //! Answers the proxy makes itself are trailers-only responses: HTTP 200,
 //! `content-type: application/grpc`, and `grpc-status` / `grpc-message` in the
 //! only HEADERS frame, which every gRPC client understands.
 
-use std::fmt::Write as _;
-use std::time::Duration;
+use std::fmt::{self, Write as _};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
 
@@ -13,70 +15,51 @@ use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
 static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 
-use crate::transport::body::ResponseBody;
+/// A gRPC status code. A number rather than an enum: an endpoint may answer
+/// with any value, and the proxy counts and passes on what it got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Code(u32);
 
-/// gRPC status codes the proxy produces or inspects.
-pub mod code {
-    pub const OK: u32 = 0;
-    pub const CANCELLED: u32 = 1;
-    pub const UNKNOWN: u32 = 2;
-    pub const DEADLINE_EXCEEDED: u32 = 4;
-    pub const RESOURCE_EXHAUSTED: u32 = 8;
-    pub const INTERNAL: u32 = 13;
-    pub const UNAVAILABLE: u32 = 14;
-}
+impl Code {
+    pub const OK: Code = Code(0);
+    pub const CANCELLED: Code = Code(1);
+    pub const UNKNOWN: Code = Code(2);
+    pub const DEADLINE_EXCEEDED: Code = Code(4);
+    pub const PERMISSION_DENIED: Code = Code(7);
+    pub const RESOURCE_EXHAUSTED: Code = Code(8);
+    pub const INTERNAL: Code = Code(13);
+    pub const UNAVAILABLE: Code = Code(14);
+    /// The highest code gRPC defines.
+    pub const UNAUTHENTICATED: Code = Code(16);
 
-/// Why the proxy answers a call itself.
-#[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
-    #[error("no ready endpoint for balancing {balancing}: it has no endpoints")]
-    NoEndpoints { balancing: String },
-    #[error("no ready endpoint for balancing {balancing} within {waited:?}")]
-    NoReadyEndpoint { balancing: String, waited: Duration },
-    #[error("balancing {balancing} has too many calls waiting for an endpoint")]
-    QueueFull { balancing: String },
-    #[error("deadline exceeded after {after:?} in balancing {balancing}")]
-    DeadlineExceeded { balancing: String, after: Duration },
-    #[error("{endpoint}: {reason}")]
-    Upstream {
-        endpoint: std::net::SocketAddr,
-        code: u32,
-        reason: String,
-    },
-    #[error("the proxy is shutting down")]
-    ShuttingDown,
-}
-
-impl ProxyError {
-    pub fn code(&self) -> u32 {
-        match self {
-            ProxyError::NoEndpoints { .. }
-            | ProxyError::NoReadyEndpoint { .. }
-            | ProxyError::QueueFull { .. }
-            | ProxyError::ShuttingDown => code::UNAVAILABLE,
-            ProxyError::DeadlineExceeded { .. } => code::DEADLINE_EXCEEDED,
-            ProxyError::Upstream { code, .. } => *code,
-        }
+    pub const fn new(value: u32) -> Code {
+        Code(value)
     }
 
-    pub fn into_response(self) -> Response<ResponseBody> {
-        trailers_only(self.code(), &self.to_string())
+    pub const fn value(self) -> u32 {
+        self.0
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
     }
 }
 
 /// The status a caller should see when the upstream stream failed, following
 /// the gRPC HTTP/2 mapping of RST_STREAM codes.
-pub fn code_for_upstream_error(err: &hyper::Error) -> u32 {
+pub fn code_for_upstream_error(err: &hyper::Error) -> Code {
     match h2_error(err) {
-        Some(e) if e.is_go_away() || e.is_io() => code::UNAVAILABLE,
+        Some(e) if e.is_go_away() || e.is_io() => Code::UNAVAILABLE,
         Some(e) => match e.reason() {
-            Some(h2::Reason::REFUSED_STREAM) => code::UNAVAILABLE,
-            Some(h2::Reason::CANCEL) => code::CANCELLED,
-            Some(h2::Reason::ENHANCE_YOUR_CALM) => code::RESOURCE_EXHAUSTED,
-            Some(h2::Reason::INADEQUATE_SECURITY) => 7, // PERMISSION_DENIED
-            _ => code::INTERNAL,
+            Some(h2::Reason::REFUSED_STREAM) => Code::UNAVAILABLE,
+            Some(h2::Reason::CANCEL) => Code::CANCELLED,
+            Some(h2::Reason::ENHANCE_YOUR_CALM) => Code::RESOURCE_EXHAUSTED,
+            Some(h2::Reason::INADEQUATE_SECURITY) => Code::PERMISSION_DENIED,
+            _ => Code::INTERNAL,
         },
-        None => code::UNAVAILABLE,
+        None => Code::UNAVAILABLE,
     }
 }
 
@@ -92,9 +75,9 @@ pub fn h2_error(err: &hyper::Error) -> Option<&h2::Error> {
     None
 }
 
-/// A trailers-only gRPC response.
-pub fn trailers_only(code: u32, message: &str) -> Response<ResponseBody> {
-    let mut response = Response::new(ResponseBody::empty());
+/// A trailers-only gRPC response; `B::default()` is the empty body.
+pub fn trailers_only<B: Default>(code: Code, message: &str) -> Response<B> {
+    let mut response = Response::new(B::default());
     *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();
     headers.insert(
@@ -106,14 +89,14 @@ pub fn trailers_only(code: u32, message: &str) -> Response<ResponseBody> {
 }
 
 /// Trailers ending a response the proxy has to cut short.
-pub fn trailers(code: u32, message: &str) -> HeaderMap {
+pub fn trailers(code: Code, message: &str) -> HeaderMap {
     let mut headers = HeaderMap::with_capacity(2);
     put_status(&mut headers, code, message);
     headers
 }
 
-fn put_status(headers: &mut HeaderMap, code: u32, message: &str) {
-    headers.insert(&GRPC_STATUS, HeaderValue::from(code));
+fn put_status(headers: &mut HeaderMap, code: Code, message: &str) {
+    headers.insert(&GRPC_STATUS, HeaderValue::from(code.value()));
     if let Ok(v) = HeaderValue::from_str(&percent_encode(message)) {
         headers.insert(&GRPC_MESSAGE, v);
     }
@@ -133,7 +116,7 @@ fn percent_encode(message: &str) -> String {
 }
 
 /// Reads `grpc-status` from headers or trailers.
-pub fn status_of(headers: &HeaderMap) -> Option<u32> {
+pub fn status_of(headers: &HeaderMap) -> Option<Code> {
     let v = headers.get(&GRPC_STATUS)?.as_bytes();
     if v.is_empty() || v.len() > 3 {
         return None;
@@ -145,7 +128,7 @@ pub fn status_of(headers: &HeaderMap) -> Option<u32> {
         }
         n = n * 10 + u32::from(b - b'0');
     }
-    Some(n)
+    Some(Code(n))
 }
 
 #[cfg(test)]
@@ -154,13 +137,13 @@ mod tests {
 
     #[test]
     fn trailers_only_response_is_well_formed() {
-        let r = ProxyError::NoEndpoints {
-            balancing: "greeter".into(),
-        }
-        .into_response();
+        let r: Response<()> = trailers_only(
+            Code::UNAVAILABLE,
+            "no ready endpoint for balancing greeter: it has no endpoints",
+        );
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(r.headers()["content-type"], "application/grpc");
-        assert_eq!(status_of(r.headers()), Some(code::UNAVAILABLE));
+        assert_eq!(status_of(r.headers()), Some(Code::UNAVAILABLE));
         assert_eq!(
             r.headers()["grpc-message"],
             "no ready endpoint for balancing greeter: it has no endpoints"

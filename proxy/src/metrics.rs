@@ -13,6 +13,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
+use crate::grpc_status::Code;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallLabels {
     pub balancing: String,
@@ -259,7 +261,12 @@ label_value! {
 }
 
 /// Number of gRPC status codes (0 OK ... 16 UNAUTHENTICATED).
-pub const GRPC_CODES: usize = 17;
+pub const GRPC_CODES: usize = Code::UNAUTHENTICATED.value() as usize + 1;
+
+/// The counter slot of a code: one past the last defined code counts as it.
+fn slot(code: Code) -> usize {
+    (code.value() as usize).min(GRPC_CODES - 1)
+}
 
 /// Per-endpoint call counters, one per gRPC status, created on first use.
 pub struct CallCounters {
@@ -308,8 +315,8 @@ impl CallCounters {
         }
     }
 
-    pub fn inc(&self, code: u32) {
-        let code = (code as usize).min(GRPC_CODES - 1);
+    pub fn inc(&self, code: Code) {
+        let code = slot(code);
         self.by_code[code]
             .get_or_init(|| self.family.get_or_create_owned(&self.labels(code)))
             .inc();
@@ -360,8 +367,8 @@ impl LocalCallCounters {
         }
     }
 
-    pub fn inc(&self, code: u32) {
-        let code = (code as usize).min(GRPC_CODES - 1);
+    pub fn inc(&self, code: Code) {
+        let code = slot(code);
         self.by_code[code]
             .get_or_init(|| {
                 self.family.get_or_create_owned(&CallLabels {
@@ -509,9 +516,9 @@ mod tests {
             .0
             .observe_nanos(3_000_000);
         let counters = CallCounters::new(&m, "b", "s", "127.0.0.1:1");
-        counters.inc(0);
-        counters.inc(14);
-        counters.inc(99);
+        counters.inc(Code::new(0));
+        counters.inc(Code::new(14));
+        counters.inc(Code::new(99));
         let mut out = String::new();
         encode(&mut out, &r).expect("encodes");
         assert!(out.contains("grpc_balancer_call_duration_seconds_bucket{le=\"0.005\",balancing=\"b\",subset=\"s\"} 1") || out.contains("grpc_balancer_call_duration_seconds_bucket{balancing=\"b\",subset=\"s\",le=\"0.005\"} 1"), "{out}");
@@ -527,11 +534,11 @@ mod tests {
     fn a_series_stays_while_a_replacement_endpoint_holds_it() {
         let (m, r) = Metrics::new();
         let old = CallCounters::new(&m, "b", "s", "127.0.0.1:1");
-        old.inc(0);
+        old.inc(Code::new(0));
         // A reload starts the same endpoint anew before the old one goes.
         let new = CallCounters::new(&m, "b", "s", "127.0.0.1:1");
         drop(old);
-        new.inc(0);
+        new.inc(Code::new(0));
         let mut out = String::new();
         encode(&mut out, &r).expect("encodes");
         assert!(

@@ -1,5 +1,6 @@
 //! The admin HTTP server: `/live`, `/ready`, `/metrics`, `/config`,
-//! `/endpoints`.
+//! `/endpoints`. It reads the running proxy through `AdminView` only:
+//! readiness, the metrics, the current config and balancings.
 //!
 //! The probes and `/metrics` answer every peer: the kubelet probes the pod
 //! IP and Prometheus scrapes it. `/config` and `/endpoints` show the
@@ -15,6 +16,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use grpc_balancer_crds::config::ProxyConfig;
+use prometheus_client::registry::Registry;
+
 use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{StatusCode, header};
@@ -25,9 +29,11 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::AppState;
+use crate::balancer::Balancing;
 use crate::endpoint::ConnState;
-use crate::metrics::{BalancingLabels, EndpointStateLabel, EndpointStateLabels, LabelValue as _};
+use crate::metrics::{
+    BalancingLabels, EndpointStateLabel, EndpointStateLabels, LabelValue as _, Metrics,
+};
 
 /// Who may read `/config` and `/endpoints`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -39,15 +45,48 @@ pub enum DebugAccess {
     Any,
 }
 
+/// What the admin server may read of the running proxy. The app implements
+/// it; the admin server sees nothing else of the app.
+pub(crate) trait AdminView: Send + Sync + 'static {
+    fn readiness(&self) -> Readiness;
+    fn metrics(&self) -> &Metrics;
+    fn registry(&self) -> &Registry;
+    /// The config last applied.
+    fn config(&self) -> Arc<ProxyConfig>;
+    /// The current runtime of every balancing, with its listener address.
+    fn balancings(&self) -> Vec<(SocketAddr, Arc<Balancing>)>;
+}
+
+/// Whether the proxy is ready, and if not, why.
+pub(crate) enum Readiness {
+    Ready,
+    Draining,
+    NoConfigLoaded,
+    /// Balancings whose listener is not bound, with the last error.
+    Unbound(Vec<(String, String)>),
+}
+
+/// What the routes share: the view, and who may read the debug endpoints.
+#[derive(Clone)]
+struct AdminState {
+    view: Arc<dyn AdminView>,
+    debug: DebugAccess,
+}
+
 /// Binds the admin server; `[::]:PORT` listens on both families (the
 /// kubelet probes the pod IP, IPv6 on IPv6-only and IPv6-primary clusters),
 /// falling back to `0.0.0.0:PORT` where the kernel has no IPv6.
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     crate::net::bind(addr)
 }
 
-pub async fn serve(listener: TcpListener, state: Arc<AppState>, stop: CancellationToken) {
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+pub(crate) async fn serve(
+    listener: TcpListener,
+    view: Arc<dyn AdminView>,
+    debug: DebugAccess,
+    stop: CancellationToken,
+) {
+    let app = router(view, debug).into_make_service_with_connect_info::<SocketAddr>();
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await;
@@ -58,7 +97,8 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, stop: Cancellati
 
 /// The routes. Serve them with `ConnectInfo<SocketAddr>` (as [`serve`]
 /// does): without a peer address the debug endpoints answer no one.
-pub fn router(state: Arc<AppState>) -> Router {
+pub(crate) fn router(view: Arc<dyn AdminView>, debug: DebugAccess) -> Router {
+    let state = AdminState { view, debug };
     let debug = Router::new()
         .route("/config", get(config))
         .route("/endpoints", get(endpoints))
@@ -83,12 +123,12 @@ pub fn debug_allowed(access: DebugAccess, peer: Option<SocketAddr>) -> bool {
     }
 }
 
-async fn debug_access(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+async fn debug_access(State(state): State<AdminState>, req: Request, next: Next) -> Response {
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
-    if debug_allowed(state.admin_debug, peer) {
+    if debug_allowed(state.debug, peer) {
         next.run(req).await
     } else {
         (
@@ -103,17 +143,17 @@ async fn debug_access(State(state): State<Arc<AppState>>, req: Request, next: Ne
 /// the endpoints: the application must be able to start before its
 /// backends. A listener that cannot bind (its port taken) keeps the proxy
 /// unready, and the body says which and why, until a retry binds it.
-async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    if state.draining.load(Ordering::Acquire) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
-    }
-    if !state.loaded.load(Ordering::Acquire) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "no config loaded yet\n").into_response();
-    }
-    let unbound = state.unbound();
-    if unbound.is_empty() {
-        return (StatusCode::OK, "ready\n").into_response();
-    }
+async fn ready(State(state): State<AdminState>) -> Response {
+    let unbound = match state.view.readiness() {
+        Readiness::Ready => return (StatusCode::OK, "ready\n").into_response(),
+        Readiness::Draining => {
+            return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
+        }
+        Readiness::NoConfigLoaded => {
+            return (StatusCode::SERVICE_UNAVAILABLE, "no config loaded yet\n").into_response();
+        }
+        Readiness::Unbound(unbound) => unbound,
+    };
     let mut body = String::from("listeners not bound (retrying):\n");
     for (name, error) in unbound {
         body.push_str(&format!("  balancing {name}: {error}\n"));
@@ -121,10 +161,11 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    refresh_gauges(&state);
+async fn metrics(State(state): State<AdminState>) -> Response {
+    let state = state.view.as_ref();
+    refresh_gauges(state);
     let mut text = String::new();
-    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &state.registry) {
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, state.registry()) {
         return (
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("encoding metrics: {e}\n"),
@@ -143,8 +184,8 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 
 /// Gauges derived from endpoint state are computed at scrape time: ejections
 /// expire without an event, and the call path stays free of gauge updates.
-fn refresh_gauges(state: &AppState) {
-    let m = &state.metrics;
+fn refresh_gauges(state: &dyn AdminView) {
+    let m = state.metrics();
     m.endpoints.clear();
     m.calls_in_flight.clear();
     for (_, b) in state.balancings() {
@@ -180,8 +221,8 @@ fn refresh_gauges(state: &AppState) {
     }
 }
 
-async fn config(State(state): State<Arc<AppState>>) -> Response {
-    axum::Json(state.config.load_full().as_ref().clone()).into_response()
+async fn config(State(state): State<AdminState>) -> Response {
+    axum::Json(state.view.config().as_ref().clone()).into_response()
 }
 
 #[derive(Serialize)]
@@ -220,8 +261,9 @@ struct EndpointView {
     latency_ewma_ms: f64,
 }
 
-async fn endpoints(State(state): State<Arc<AppState>>) -> Response {
+async fn endpoints(State(state): State<AdminState>) -> Response {
     let balancings = state
+        .view
         .balancings()
         .into_iter()
         .map(|(addr, b)| BalancingView {

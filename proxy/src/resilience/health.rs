@@ -50,7 +50,7 @@ pub enum CheckError {
     #[error("HTTP status {0}")]
     HttpStatus(http::StatusCode),
     #[error("grpc-status {0}")]
-    GrpcStatus(u32),
+    GrpcStatus(grpc_status::Code),
     #[error("malformed response: {0}")]
     Malformed(&'static str),
 }
@@ -155,7 +155,7 @@ pub async fn check(endpoint: &Endpoint, service: &str) -> Result<bool, CheckErro
         .and_then(grpc_status::status_of)
         .or_else(|| grpc_status::status_of(&head.headers))
         .ok_or(CheckError::Malformed("no grpc-status"))?;
-    if status != grpc_status::code::OK {
+    if status != grpc_status::Code::OK {
         return Err(CheckError::GrpcStatus(status));
     }
     Ok(decode_status(&collected.to_bytes())? == SERVING)

@@ -1,9 +1,9 @@
 //! Bodies on both sides of the proxy. Request bodies stream from the caller to
 //! the endpoint (optionally through a replay buffer); response bodies stream
-//! back while a [`CallRecord`] accounts for the call when it ends.
+//! back and report to a [`CallObserver`] what became of the call.
 
+use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -13,10 +13,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Sleep;
 
-use crate::endpoint::Endpoint;
-use crate::grpc_status::{self, code};
+use crate::grpc_status::{self, Code};
 use crate::transport::replay::ReplayBody;
-use crate::util::now_nanos;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -61,97 +59,36 @@ impl Body for RequestBody {
     }
 }
 
-/// Bookkeeping of one call on one endpoint; settles metrics, the latency
-/// estimate and outlier detection exactly once, when dropped.
-pub struct CallRecord {
-    endpoint: Arc<Endpoint>,
-    /// When the call reached the proxy (for the duration histogram).
-    accepted_at: u64,
-    /// When the request went to the endpoint (for the latency estimate).
-    dispatched_at: u64,
-    rtt_sampled: bool,
-    status: Option<u32>,
-    /// The endpoint or its connection failed the call (counts for ejection).
-    upstream_failed: bool,
-    /// The request never reached the endpoint: only the in-flight count.
-    unsent: bool,
+/// What a response body tells about its call while it streams: the first
+/// response frame, the status, an upstream failure. The endpoint layer's call
+/// record implements it and settles the call when the body drops it.
+pub trait CallObserver {
+    /// The first DATA frame, or trailers without any.
+    fn first_response(&mut self);
+    fn status(&self) -> Option<Code>;
+    fn set_status(&mut self, status: Code);
+    /// The endpoint or its connection failed the call.
+    fn upstream_failed(&mut self, status: Code);
+    /// Where the call went (for logs and messages).
+    fn peer(&self) -> SocketAddr;
 }
 
-impl CallRecord {
-    /// Starts accounting; the endpoint's in-flight count rises until drop.
-    pub fn start(endpoint: Arc<Endpoint>, accepted_at: u64) -> Self {
-        endpoint.call_started();
-        CallRecord {
-            endpoint,
-            accepted_at,
-            dispatched_at: now_nanos(),
-            rtt_sampled: false,
-            status: None,
-            upstream_failed: false,
-            unsent: false,
-        }
-    }
-
-    pub fn endpoint(&self) -> &Arc<Endpoint> {
-        &self.endpoint
-    }
-
-    /// First response DATA frame (or a trailers-only end): the latency sample
-    /// of peak-EWMA, so long streams do not look like permanent load.
-    pub fn first_response(&mut self) {
-        if !self.rtt_sampled {
-            self.rtt_sampled = true;
-            self.endpoint
-                .observe_rtt(now_nanos().saturating_sub(self.dispatched_at));
-        }
-    }
-
-    pub fn set_status(&mut self, status: u32) {
-        self.status = Some(status);
-    }
-
-    /// Ends the record of an attempt that never reached the endpoint.
-    pub fn not_sent(mut self) {
-        self.unsent = true;
-    }
-
-    pub fn upstream_failed(&mut self, status: u32) {
-        self.upstream_failed = true;
-        self.status = Some(status);
-    }
-}
-
-impl Drop for CallRecord {
-    fn drop(&mut self) {
-        let ep = &self.endpoint;
-        ep.call_ended();
-        if self.unsent {
-            return;
-        }
-        // No status and no end: the caller went away (reset or deadline).
-        let status = self.status.unwrap_or(code::CANCELLED);
-        ep.counters.inc(status);
-        ep.subset
-            .duration
-            .observe_nanos(now_nanos().saturating_sub(self.accepted_at));
-        if self.upstream_failed || status == code::UNAVAILABLE {
-            ep.record_failure();
-        } else if status != code::CANCELLED {
-            ep.record_success();
-        }
-    }
-}
-
-/// The body the caller receives.
-pub struct ResponseBody {
+/// The body the caller receives; `R` hears what became of the call.
+pub struct ResponseBody<R> {
     upstream: Option<Incoming>,
-    record: Option<CallRecord>,
+    record: Option<R>,
     deadline: Option<(Pin<Box<Sleep>>, Duration)>,
     /// Trailers the proxy sends in place of the upstream's, then ends.
     pending_trailers: Option<HeaderMap>,
 }
 
-impl ResponseBody {
+impl<R: CallObserver> Default for ResponseBody<R> {
+    fn default() -> Self {
+        ResponseBody::empty()
+    }
+}
+
+impl<R: CallObserver> ResponseBody<R> {
     /// No body: the response is trailers-only.
     pub fn empty() -> Self {
         ResponseBody {
@@ -164,7 +101,7 @@ impl ResponseBody {
 
     pub fn upstream(
         body: Incoming,
-        mut record: CallRecord,
+        mut record: R,
         head: &HeaderMap,
         deadline: Option<(Pin<Box<Sleep>>, Duration)>,
     ) -> Self {
@@ -173,8 +110,8 @@ impl ResponseBody {
         }
         if body.is_end_stream() {
             record.first_response();
-            if record.status.is_none() {
-                record.set_status(code::UNKNOWN);
+            if record.status().is_none() {
+                record.set_status(Code::UNKNOWN);
             }
         }
         ResponseBody {
@@ -193,7 +130,7 @@ impl ResponseBody {
     }
 }
 
-impl Body for ResponseBody {
+impl<R: CallObserver + Unpin> Body for ResponseBody<R> {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -210,9 +147,9 @@ impl Body for ResponseBody {
         {
             let message = format!("deadline exceeded after {after:?}");
             if let Some(r) = &mut this.record {
-                r.set_status(code::DEADLINE_EXCEEDED);
+                r.set_status(Code::DEADLINE_EXCEEDED);
             }
-            return this.cut_short(grpc_status::trailers(code::DEADLINE_EXCEEDED, &message));
+            return this.cut_short(grpc_status::trailers(Code::DEADLINE_EXCEEDED, &message));
         }
         let Some(upstream) = &mut this.upstream else {
             this.record = None;
@@ -226,7 +163,7 @@ impl Body for ResponseBody {
                         r.first_response();
                     } else if let Some(t) = frame.trailers_ref() {
                         r.first_response();
-                        r.set_status(grpc_status::status_of(t).unwrap_or(code::UNKNOWN));
+                        r.set_status(grpc_status::status_of(t).unwrap_or(Code::UNKNOWN));
                     }
                 }
                 Poll::Ready(Some(Ok(frame)))
@@ -234,9 +171,9 @@ impl Body for ResponseBody {
             Poll::Ready(None) => {
                 this.upstream = None;
                 if let Some(r) = &mut this.record
-                    && r.status.is_none()
+                    && r.status().is_none()
                 {
-                    r.set_status(code::UNKNOWN);
+                    r.set_status(Code::UNKNOWN);
                 }
                 this.record = None;
                 Poll::Ready(None)
@@ -245,7 +182,7 @@ impl Body for ResponseBody {
                 // The endpoint reset the stream or its connection died mid-call:
                 // end the call with a proper status instead of a bare reset.
                 let status = grpc_status::code_for_upstream_error(&e);
-                let endpoint = this.record.as_ref().map(|r| r.endpoint.addr);
+                let endpoint = this.record.as_ref().map(|r| r.peer());
                 tracing::debug!(?endpoint, error = %e, "upstream response failed mid-stream");
                 if let Some(r) = &mut this.record {
                     r.upstream_failed(status);

@@ -1,10 +1,10 @@
 //! HTTP/2 on both sides: the h2c listener the application talks to, and one
 //! multiplexed connection per endpoint.
 
-pub mod body;
+pub(crate) mod body;
 pub mod client;
-pub mod replay;
-pub mod server;
+pub(crate) mod replay;
+pub(crate) mod server;
 
 use std::time::Duration;
 

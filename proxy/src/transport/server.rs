@@ -1,22 +1,25 @@
 //! The h2c listener of a balancing: accepts the application's connections
-//! and hands every stream to the balancing currently installed for it.
+//! and hands every stream to the handler it was given (the app's: the call
+//! path of the balancing currently installed for the listener).
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::{Body, Incoming};
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use prometheus_client::metrics::counter::Counter;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::body::BoxError;
 use super::{CONNECTION_WINDOW, STREAM_WINDOW};
-use crate::balancing::Balancing;
-use crate::metrics::BalancingLabels;
 
 /// Streams one downstream connection may have open at once.
 const MAX_CONCURRENT_STREAMS: u32 = 1024;
@@ -25,22 +28,21 @@ const MAX_CONCURRENT_STREAMS: u32 = 1024;
 /// `handback` (a balancing taking over the address keeps the socket and the
 /// connections queued on it; dropping it closes the port), then sends GOAWAY
 /// on every open connection and returns once their calls are done.
-pub async fn serve(
+/// `name` (the balancing's) is for logs; `accepted` counts connections.
+pub async fn serve<H, F, B>(
     listener: TcpListener,
-    balancing: Arc<ArcSwap<Balancing>>,
+    name: String,
+    accepted: Counter,
+    handler: H,
     stop: CancellationToken,
     handback: tokio::sync::oneshot::Sender<TcpListener>,
-) {
+) where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: Body<Data = Bytes, Error = BoxError> + Send + 'static,
+{
     let builder = builder();
     let graceful = GracefulShutdown::new();
-    let name = balancing.load().name().to_owned();
-    let accepted = balancing
-        .load()
-        .metrics()
-        .downstream_connections
-        .get_or_create_owned(&BalancingLabels {
-            balancing: name.clone(),
-        });
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -57,10 +59,10 @@ pub async fn serve(
         };
         accepted.inc();
         let _ = stream.set_nodelay(true);
-        let balancing = balancing.clone();
+        let handler = handler.clone();
         let service = service_fn(move |req| {
-            let current = balancing.load_full();
-            async move { Ok::<_, Infallible>(crate::call::proxy(current, req).await) }
+            let call = handler(req);
+            async move { Ok::<_, Infallible>(call.await) }
         });
         let conn = builder.serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);

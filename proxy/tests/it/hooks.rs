@@ -1,12 +1,10 @@
 //! The lifecycle-hook subcommands of the binary, as the kubelet runs them in
 //! the injected sidecar on clusters without native sidecars.
 
-mod support;
-
 use std::process::Command;
 
+use crate::support::*;
 use grpc_balancer_crds::config::PolicyKind;
-use support::*;
 
 const PROXY: &str = env!("CARGO_BIN_EXE_grpc-balancer-proxy");
 

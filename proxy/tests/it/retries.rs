@@ -2,13 +2,11 @@
 //! the call before answering) is retried on another endpoint when the method
 //! is listed, the request body fit in the replay buffer and the budget allows.
 
-mod support;
-
+use crate::support::*;
 use grpc_balancer_crds::config::{self, PolicyKind};
 use grpc_balancer_greeter::pb::HelloRequest;
 use grpc_balancer_greeter::pb::greeter_client::GreeterClient;
 use grpc_balancer_greeter::{Faults, RunningBackend};
-use support::*;
 use tonic::Code;
 use tonic::transport::Channel;
 

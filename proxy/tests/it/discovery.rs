@@ -1,17 +1,15 @@
 //! Scale-out and scale-in through DNS discovery, against a small DNS server
 //! that answers A queries from a list the test changes.
 
-mod support;
-
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::*;
 use grpc_balancer_crds::config::{self, Discovery, DnsDiscovery, PolicyKind, Subset};
 use grpc_balancer_greeter::BackendOptions;
 use grpc_balancer_proxy::ConfigSource;
-use support::*;
 
 type Answers = Arc<Mutex<Vec<Ipv4Addr>>>;
 

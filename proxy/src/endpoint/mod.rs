@@ -1,6 +1,13 @@
 //! One backend endpoint: its connection handle and the lock-free state the
 //! balancer reads on every call (connection state, calls in flight, latency
-//! estimate, outlier ejection, health).
+//! estimate, outlier ejection, health); keeping it connected ([`upkeep`]);
+//! and the record that settles each call on it ([`record`]).
+
+pub mod record;
+mod subset;
+pub mod upkeep;
+
+pub use subset::SubsetShared;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,9 +16,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use hyper::client::conn::http2::SendRequest;
-use tokio::sync::Notify;
 
-use crate::metrics::{CallCounters, Metrics, SubsetLabels};
+use crate::metrics::{CallCounters, SubsetLabels};
 use crate::transport::body::RequestBody;
 use crate::util::now_nanos;
 
@@ -36,15 +42,6 @@ impl ConnState {
             _ => ConnState::Connecting,
         }
     }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConnState::Connecting => "connecting",
-            ConnState::Ready => "ready",
-            ConnState::Failed => "failed",
-            ConnState::Removed => "removed",
-        }
-    }
 }
 
 /// Outlier-ejection settings of a balancing, as plain values.
@@ -63,53 +60,6 @@ impl From<&grpc_balancer_crds::config::OutlierDetection> for OutlierSettings {
             base_ejection_time: o.base_ejection_time.as_std(),
             max_ejection_time: o.max_ejection_time.as_std(),
             max_ejection_percent: o.max_ejection_percent,
-        }
-    }
-}
-
-/// State shared by the endpoints of one subset.
-pub struct SubsetShared {
-    pub balancing: Arc<str>,
-    pub name: Arc<str>,
-    pub outlier: OutlierSettings,
-    /// Endpoints currently ejected, bounded by `max_ejection_percent`.
-    pub ejected: AtomicU32,
-    /// Endpoints currently known by discovery.
-    pub size: AtomicU32,
-    /// Set once discovery answered at least once (until then calls may wait).
-    pub discovered: AtomicBool,
-    /// Asks discovery to resolve again now (a connection failed).
-    pub refresh_now: Arc<Notify>,
-    /// Woken whenever an endpoint of the balancing becomes ready.
-    pub ready: Arc<Notify>,
-    pub duration: Arc<crate::metrics::LatencyHistogram>,
-    pub metrics: Metrics,
-}
-
-impl SubsetShared {
-    pub fn new(
-        balancing: &str,
-        name: &str,
-        outlier: OutlierSettings,
-        ready: Arc<Notify>,
-        metrics: Metrics,
-    ) -> Self {
-        let labels = SubsetLabels {
-            balancing: balancing.to_owned(),
-            subset: name.to_owned(),
-        };
-        let duration = metrics.call_duration.get_or_create_owned(&labels).0;
-        SubsetShared {
-            balancing: balancing.into(),
-            name: name.into(),
-            outlier,
-            ejected: AtomicU32::new(0),
-            size: AtomicU32::new(0),
-            discovered: AtomicBool::new(false),
-            refresh_now: Arc::new(Notify::new()),
-            ready,
-            duration,
-            metrics,
         }
     }
 }
@@ -350,8 +300,11 @@ mod tests {
     //! reads `tokio::time::Instant`, so `advance` moves ejections forward
     //! without waiting.
 
-    use super::*;
+    use tokio::sync::Notify;
     use tokio::time::advance;
+
+    use super::*;
+    use crate::metrics::Metrics;
 
     fn subset(
         size: u32,

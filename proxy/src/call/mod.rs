@@ -1,6 +1,9 @@
 //! One call through the proxy: deadline, endpoint choice, dispatch on the
-//! endpoint's connection, retries of attempts that never reached a backend,
-//! and the response streamed back.
+//! endpoint's connection, retries of attempts that never reached a backend
+//! (whether one may go again is decided in [`retry`]), and the response
+//! streamed back.
+
+pub mod retry;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,13 +16,17 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::balancing::{Balancing, Pick};
+use crate::balancer::{Balancing, Pick};
 use crate::endpoint::Endpoint;
-use crate::grpc_status::{self, ProxyError, code};
+use crate::endpoint::record::CallRecord;
+use crate::error::ProxyError;
+use crate::grpc_status::{self, Code};
 use crate::metrics::RetryOutcome;
 use crate::resilience::deadline;
-use crate::transport::body::{CallRecord, RequestBody, ResponseBody};
+use crate::transport::body::{RequestBody, ResponseBody};
 use crate::transport::replay::{ReplayBody, ReplayControl};
+
+use self::retry::AttemptFailure;
 use crate::util::nanos_at;
 
 /// Re-dispatches of a request a connection handed back unsent (it was
@@ -28,7 +35,11 @@ const MAX_REDISPATCH: u32 = 8;
 
 static GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
 
-pub async fn proxy(b: Arc<Balancing>, req: Request<Incoming>) -> Response<ResponseBody> {
+/// What the caller receives: the endpoint's answer streamed through a body
+/// that settles the call's record, or the proxy's own trailers-only answer.
+pub type CallResponse = Response<ResponseBody<CallRecord>>;
+
+pub async fn proxy(b: Arc<Balancing>, req: Request<Incoming>) -> CallResponse {
     let started = Instant::now();
     let accepted_at = nanos_at(started);
     let caller_timeout = req.headers().get(&GRPC_TIMEOUT).and_then(deadline::parse);
@@ -101,7 +112,7 @@ pub async fn proxy(b: Arc<Balancing>, req: Request<Incoming>) -> Response<Respon
                     // The backend stops too: cancel the stream at once.
                     sent.cancel_now();
                     // Counted on the endpoint by the record, not again here.
-                    record.set_status(code::DEADLINE_EXCEEDED);
+                    record.set_status(Code::DEADLINE_EXCEEDED);
                     return ProxyError::DeadlineExceeded {
                         balancing: b.name().to_owned(),
                         after: started.elapsed(),
@@ -115,16 +126,16 @@ pub async fn proxy(b: Arc<Balancing>, req: Request<Incoming>) -> Response<Respon
             Ok(response) => {
                 // A listed method the backend turned away without processing
                 // it (trailers-only UNAVAILABLE) goes to another endpoint.
-                if idempotent
-                    && response.body().is_end_stream()
-                    && grpc_status::status_of(response.headers()) == Some(code::UNAVAILABLE)
+                if response.body().is_end_stream()
+                    && grpc_status::status_of(response.headers()) == Some(Code::UNAVAILABLE)
+                    && AttemptFailure::TurnedAway.retryable(idempotent)
                     && let Some(head) = &retry_head
                     && let Some(body) = retry_body(&b, replay.as_ref(), attempt)
                 {
                     tracing::debug!(balancing = b.name(), endpoint = %endpoint.addr, attempt, "retrying an idempotent call the endpoint answered UNAVAILABLE");
                     // The attempt counts on its endpoint (and towards its ejection).
                     record.first_response();
-                    record.set_status(code::UNAVAILABLE);
+                    record.set_status(Code::UNAVAILABLE);
                     drop(record);
                     req = head.request(body);
                     attempt += 1;
@@ -155,9 +166,8 @@ pub async fn proxy(b: Arc<Balancing>, req: Request<Incoming>) -> Response<Respon
                     continue;
                 }
                 let error = e.into_error();
-                let never_processed = never_reached_backend(&error);
-                let retryable = never_processed || (idempotent && lost_before_answer(&error));
-                let retry = if retryable {
+                let failure = AttemptFailure::of(&error);
+                let retry = if failure.retryable(idempotent) {
                     retry_body(&b, replay.as_ref(), attempt)
                         .and_then(|body| Some(retry_head.as_ref()?.request(body)))
                 } else {
@@ -165,11 +175,11 @@ pub async fn proxy(b: Arc<Balancing>, req: Request<Incoming>) -> Response<Respon
                 };
                 if let Some(next) = retry {
                     tracing::debug!(balancing = b.name(), endpoint = %endpoint.addr, error = %error, attempt, "retrying a call the endpoint did not answer");
-                    if never_processed {
+                    if failure == AttemptFailure::NeverReached {
                         record.not_sent();
                     } else {
                         // It may have reached the backend: a failure there.
-                        record.upstream_failed(code::UNAVAILABLE);
+                        record.upstream_failed(Code::UNAVAILABLE);
                     }
                     req = next;
                     attempt += 1;
@@ -292,37 +302,16 @@ fn retry_body(b: &Balancing, replay: Option<&ReplayControl>, attempt: u32) -> Op
     }
 }
 
-/// The stream was reset by the endpoint, or its connection was lost, before
-/// any response: an idempotent call may be sent again. A reset the proxy
-/// made itself (the caller's body failed) is not such a loss.
-fn lost_before_answer(error: &hyper::Error) -> bool {
-    match grpc_status::h2_error(error) {
-        Some(e) => e.is_io() || e.is_go_away() || (e.is_reset() && e.is_remote()),
-        None => true,
-    }
-}
-
-/// REFUSED_STREAM, or a GOAWAY whose last-stream-id excluded this stream:
-/// the endpoint guarantees it did not act on the call.
-fn never_reached_backend(error: &hyper::Error) -> bool {
-    match grpc_status::h2_error(error) {
-        Some(e) => {
-            e.reason() == Some(h2::Reason::REFUSED_STREAM) || (e.is_go_away() && e.is_remote())
-        }
-        None => false,
-    }
-}
-
 fn unavailable(endpoint: &Endpoint, why: &str) -> ProxyError {
     ProxyError::Upstream {
         endpoint: endpoint.addr,
-        code: code::UNAVAILABLE,
+        code: Code::UNAVAILABLE,
         reason: why.to_owned(),
     }
 }
 
 /// An answer from the proxy itself, counted under endpoint "".
-fn local_answer(b: &Balancing, error: ProxyError) -> Response<ResponseBody> {
+fn local_answer(b: &Balancing, error: ProxyError) -> CallResponse {
     b.local_calls.inc(error.code());
     tracing::debug!(balancing = b.name(), error = %error, "answering the call from the proxy");
     error.into_response()

@@ -4,14 +4,14 @@
 
 use std::sync::Arc;
 
-use crate::endpoint::Endpoint;
+use super::Candidate;
 use crate::util::random_below;
 
-pub fn pick(
-    eps: &[Arc<Endpoint>],
-    usable: impl Fn(&Arc<Endpoint>) -> bool,
-    cost: impl Fn(&Endpoint) -> f64,
-) -> Option<&Arc<Endpoint>> {
+pub fn pick<C: Candidate>(
+    eps: &[Arc<C>],
+    usable: impl Fn(&Arc<C>) -> bool,
+    cost: impl Fn(&C) -> f64,
+) -> Option<&Arc<C>> {
     let n = eps.len();
     if n == 1 {
         return eps.first().filter(|e| usable(e));

@@ -2,13 +2,11 @@
 //! /ready to 503, lets the call in flight finish, and exits 0 well before
 //! the drain timeout.
 
-mod support;
-
 use std::process::Stdio;
 use std::time::Duration;
 
+use crate::support::*;
 use grpc_balancer_greeter::fault_headers;
-use support::*;
 use tokio::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,14 +2,12 @@
 //! goes through once an endpoint connects; `maxWait` bounds the wait;
 //! `maxPending` bounds the waiting calls, and more fail at once.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::support::*;
 use grpc_balancer_crds::config::{self, Balancing, PolicyKind};
 use grpc_balancer_greeter::BackendOptions;
-use support::*;
 use tokio::time::Instant;
 use tonic::Code;
 
@@ -32,11 +30,8 @@ fn queued(proxy: &Proxy) -> u32 {
         .running
         .as_ref()
         .expect("running")
-        .state
-        .balancings()
-        .iter()
-        .map(|(_, b)| b.pending())
-        .sum()
+        .view()
+        .queued_calls()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

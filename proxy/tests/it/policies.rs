@@ -1,13 +1,11 @@
 //! Each policy's behaviour against real backends.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use crate::support::*;
 use grpc_balancer_crds::config::PolicyKind;
 use grpc_balancer_greeter::{BackendOptions, Faults};
-use support::*;
 
 /// 8 concurrent workers; returns the share (in %) of calls each backend got.
 async fn concurrent_spread(proxy: &Proxy, calls_per_worker: usize) -> BTreeMap<String, f64> {

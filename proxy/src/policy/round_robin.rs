@@ -3,19 +3,17 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::endpoint::Endpoint;
-
 #[derive(Default)]
 pub struct RoundRobin {
     next: AtomicUsize,
 }
 
 impl RoundRobin {
-    pub fn pick<'a>(
+    pub fn pick<'a, C>(
         &self,
-        eps: &'a [Arc<Endpoint>],
-        usable: impl Fn(&Arc<Endpoint>) -> bool,
-    ) -> Option<&'a Arc<Endpoint>> {
+        eps: &'a [Arc<C>],
+        usable: impl Fn(&Arc<C>) -> bool,
+    ) -> Option<&'a Arc<C>> {
         let start = self.next.fetch_add(1, Ordering::Relaxed) % eps.len();
         super::scan_from(eps, start, usable)
     }

@@ -1,14 +1,25 @@
 //! What passes through intact, and what the proxy answers itself.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use grpc_balancer_crds::config::{self, PolicyKind};
 use grpc_balancer_greeter::fault_headers;
-use support::*;
+use grpc_balancer_greeter::pb::HelloReply;
 use tokio::io::AsyncWriteExt;
-use tonic::Code;
+use tonic::{Code, Status, Streaming};
+
+/// Counts a stream's replies until it fails; a clean end fails the test.
+async fn replies_until_error(stream: &mut Streaming<HelloReply>, clean_end: &str) -> (u32, Status) {
+    let mut got = 0;
+    loop {
+        match stream.message().await {
+            Ok(Some(_)) => got += 1,
+            Ok(None) => panic!("{clean_end} after {got} replies"),
+            Err(status) => return (got, status),
+        }
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_messages_pass_both_ways() {
@@ -166,14 +177,8 @@ async fn grpc_timeout_and_the_balancing_timeout_give_deadline_exceeded() {
         .await
         .expect("stream")
         .into_inner();
-    let mut got = 0;
-    let end = loop {
-        match stream.message().await {
-            Ok(Some(_)) => got += 1,
-            Ok(None) => panic!("stream ended normally after {got}"),
-            Err(s) => break s,
-        }
-    };
+    let (got, end) =
+        replies_until_error(&mut stream, "a stream past its deadline ended normally").await;
     assert_eq!(end.code(), Code::DeadlineExceeded, "{end:?}");
     assert!(got > 0 && got < 50, "{got}");
 
@@ -246,14 +251,7 @@ async fn bad_input_only_affects_its_own_call() {
         .await
         .expect("stream")
         .into_inner();
-    let mut got = 0;
-    let end = loop {
-        match stream.message().await {
-            Ok(Some(_)) => got += 1,
-            Ok(None) => panic!("a cut stream must not end cleanly (got {got})"),
-            Err(s) => break s,
-        }
-    };
+    let (_, end) = replies_until_error(&mut stream, "a cut stream ended cleanly").await;
     assert_eq!(end.code(), Code::Unavailable, "{end:?}");
 
     // Everything else keeps working, on the same client connection.

@@ -1,16 +1,14 @@
 //! Listener ports handed over between balancings on reload, and listeners
 //! that cannot bind: retried until they bind, visible meanwhile.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::support::*;
 use grpc_balancer_crds::config::{Balancing, PolicyKind, to_yaml};
 use grpc_balancer_greeter::fault_headers;
 use grpc_balancer_proxy::ConfigSource;
-use support::*;
 
 fn write(path: &Path, balancings: Vec<Balancing>) {
     // Write then rename, as the kubelet swaps a ConfigMap's files.

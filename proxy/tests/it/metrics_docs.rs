@@ -3,19 +3,17 @@
 //! for labels with a fixed set of values, the same values as the enums the
 //! code counts with (and the help text names).
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
+use crate::support::*;
 use grpc_balancer_crds::config::{HealthCheck, PolicyKind, to_yaml};
 use grpc_balancer_greeter::Faults;
 use grpc_balancer_proxy::ConfigSource;
 use grpc_balancer_proxy::metrics::{
     DiscoveryResult, EndpointStateLabel, HealthResult, LabelValue, ReloadResult, RetryOutcome,
 };
-use support::*;
 use tonic::Code;
 
 /// Metric (as documented) → its label with a fixed set of values.

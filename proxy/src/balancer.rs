@@ -15,16 +15,16 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::balance::{EndpointSet, Policy};
 use crate::discovery::{Discover, Target, Update};
-use crate::endpoint::{ConnState, Endpoint, OutlierSettings, SubsetShared};
-use crate::grpc_status::ProxyError;
+use crate::endpoint::{ConnState, Endpoint, OutlierSettings, SubsetShared, upkeep};
+use crate::error::ProxyError;
 use crate::metrics::{
     DiscoveryLabels, DiscoveryResult, LabelValue as _, LocalCallCounters, Metrics, RetryCounters,
 };
+use crate::policy::{EndpointSet, Policy};
 use crate::resilience::health::{self, HealthSettings};
 use crate::resilience::retry_budget::RetryBudget;
-use crate::transport::client::{self, ConnectSettings};
+use crate::transport::client::ConnectSettings;
 use crate::util::{random_u64, stable_hash};
 
 /// Latency estimate of an endpoint with no sample and no peers to copy from.
@@ -76,7 +76,6 @@ pub struct Balancing {
     max_wait: Duration,
     pending: AtomicU32,
     ready: Arc<Notify>,
-    metrics: Metrics,
     cancel: CancellationToken,
 }
 
@@ -170,17 +169,12 @@ impl Balancing {
             max_wait: cfg.queue.max_wait.as_std(),
             pending: AtomicU32::new(0),
             ready,
-            metrics: metrics.clone(),
             cancel,
         })
     }
 
     pub fn name(&self) -> &str {
         &self.name
-    }
-
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
     }
 
     /// Stops discovery, connections and health checks. Calls in flight keep
@@ -262,14 +256,16 @@ impl Balancing {
         avoid: Option<&Arc<Endpoint>>,
         deadline: Option<Instant>,
     ) -> Result<Arc<Endpoint>, ProxyError> {
-        match self.pick(hash, avoid) {
-            Pick::Ready(e) => return Ok(e),
-            Pick::NoEndpoints => {
-                return Err(ProxyError::NoEndpoints {
-                    balancing: self.name.to_string(),
-                });
-            }
-            Pick::NotReady => {}
+        // A pick that settles the wait: an endpoint, or none to wait for.
+        let settled = || match self.pick(hash, avoid) {
+            Pick::Ready(e) => Some(Ok(e)),
+            Pick::NoEndpoints => Some(Err(ProxyError::NoEndpoints {
+                balancing: self.name.to_string(),
+            })),
+            Pick::NotReady => None,
+        };
+        if let Some(result) = settled() {
+            return result;
         }
         if self.pending.fetch_add(1, Ordering::AcqRel) >= self.max_pending {
             self.pending.fetch_sub(1, Ordering::AcqRel);
@@ -285,14 +281,8 @@ impl Balancing {
             let notified = self.ready.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            match self.pick(hash, avoid) {
-                Pick::Ready(e) => return Ok(e),
-                Pick::NoEndpoints => {
-                    return Err(ProxyError::NoEndpoints {
-                        balancing: self.name.to_string(),
-                    });
-                }
-                Pick::NotReady => {}
+            if let Some(result) = settled() {
+                return result;
             }
             let now = Instant::now();
             if now >= until {
@@ -459,7 +449,7 @@ async fn run_subset(
             }
             let endpoint = Arc::new(Endpoint::new(addr, shared.clone(), initial_rtt));
             let stop = cancel.child_token();
-            tokio::spawn(client::maintain(endpoint.clone(), connect, stop.clone()));
+            tokio::spawn(upkeep::maintain(endpoint.clone(), connect, stop.clone()));
             if let Some(h) = &health {
                 tokio::spawn(health::run(endpoint.clone(), h.clone(), stop.clone()));
             }

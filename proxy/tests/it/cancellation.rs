@@ -1,15 +1,13 @@
 //! Callers that cancel many calls at once must not cost the other calls their
 //! upstream connection.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::*;
 use grpc_balancer_crds::config::PolicyKind;
-use support::*;
 
 /// An HTTP/2 backend with h2's default rapid-reset protection that is slow
 /// to accept streams (one every 5 ms) and answers each 100 ms after

@@ -2,15 +2,13 @@
 //! tonic backends, and the admin server on `[::]` (dual-stack), which is
 //! what the webhook injects so the kubelet can probe an IPv6 pod IP.
 
-mod support;
-
 use std::net::{Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
+use crate::support::*;
 use grpc_balancer_crds::config::{self, Discovery, DnsDiscovery, PolicyKind, Subset};
 use grpc_balancer_greeter::BackendOptions;
 use grpc_balancer_proxy::ConfigSource;
-use support::*;
 
 fn ipv6_loopback() -> bool {
     std::net::TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).is_ok()

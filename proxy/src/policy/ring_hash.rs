@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::endpoint::Endpoint;
+use super::Candidate;
 use crate::util::stable_hash;
 
 /// Points per endpoint: enough for an even spread over a handful of
@@ -17,10 +17,10 @@ pub struct Ring {
 }
 
 impl Ring {
-    pub fn build(eps: &[Arc<Endpoint>]) -> Ring {
+    pub fn build<C: Candidate>(eps: &[Arc<C>]) -> Ring {
         let mut points = Vec::with_capacity(eps.len() * POINTS_PER_ENDPOINT);
         for (i, ep) in eps.iter().enumerate() {
-            let addr = ep.addr.to_string();
+            let addr = ep.addr().to_string();
             for p in 0..POINTS_PER_ENDPOINT {
                 let key = format!("{addr}-{p}");
                 points.push((stable_hash(key.as_bytes()), i as u32));
@@ -30,12 +30,12 @@ impl Ring {
         Ring { points }
     }
 
-    pub fn pick<'a>(
+    pub fn pick<'a, C>(
         &self,
-        eps: &'a [Arc<Endpoint>],
+        eps: &'a [Arc<C>],
         hash: u64,
-        usable: impl Fn(&Arc<Endpoint>) -> bool,
-    ) -> Option<&'a Arc<Endpoint>> {
+        usable: impl Fn(&Arc<C>) -> bool,
+    ) -> Option<&'a Arc<C>> {
         let n = self.points.len();
         if n == 0 {
             return None;

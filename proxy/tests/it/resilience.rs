@@ -1,13 +1,11 @@
 //! Retries, outlier ejection, health checks and upstream GOAWAY.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::support::*;
 use grpc_balancer_crds::config::{self, HealthCheck, PolicyKind};
 use grpc_balancer_greeter::{BackendOptions, Faults};
-use support::*;
 use tonic::Code;
 
 /// An HTTP/2 server that refuses every stream with REFUSED_STREAM.
@@ -266,18 +264,13 @@ async fn upstream_goaway_and_killed_backends_fail_no_call() {
     let killed_name = killed.name().to_owned();
     let killed_addr = killed.addr();
     killed.kill();
-    let state = proxy.running.as_ref().expect("running").state.clone();
+    let view = proxy.running.as_ref().expect("running").view();
     eventually(Duration::from_secs(3), "the killed endpoint is out", || {
-        let out = state.balancings().iter().all(|(_, b)| {
-            b.subsets.iter().all(|s| {
-                s.set
-                    .load()
-                    .endpoints
-                    .iter()
-                    .filter(|e| e.addr == killed_addr)
-                    .all(|e| !e.is_available())
-            })
-        });
+        let out = view
+            .endpoints()
+            .iter()
+            .filter(|e| e.addr == killed_addr)
+            .all(|e| !e.available);
         async move { out }
     })
     .await;

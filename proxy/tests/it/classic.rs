@@ -1,12 +1,10 @@
 //! The classic experiment: what kube-proxy's per-connection balancing does to
 //! gRPC, and what the proxy does instead.
 
-mod support;
-
 use std::collections::BTreeMap;
 
+use crate::support::*;
 use grpc_balancer_crds::config::PolicyKind;
-use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_connection_direct_lands_on_one_backend_and_the_proxy_spreads_it() {

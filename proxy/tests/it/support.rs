@@ -1,8 +1,6 @@
 //! Shared helpers of the proxy's integration tests: real greeter backends,
 //! the real proxy started in-process, and polling with a deadline.
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -197,30 +195,16 @@ where
 
 /// Waits until the proxy reports `n` ready endpoints in balancing `name`.
 pub async fn wait_ready(proxy: &Proxy, name: &str, n: usize) {
-    let state = proxy.running.as_ref().expect("running").state.clone();
+    let view = proxy.running.as_ref().expect("running").view();
     let name = name.to_owned();
     eventually(Duration::from_secs(10), "endpoints ready", || {
-        let state = state.clone();
+        let view = view.clone();
         let name = name.clone();
         async move {
-            state
-                .balancings()
+            view.endpoints()
                 .iter()
-                .filter(|(_, b)| b.name() == name)
-                .map(|(_, b)| {
-                    b.subsets
-                        .iter()
-                        .map(|s| {
-                            s.set
-                                .load()
-                                .endpoints
-                                .iter()
-                                .filter(|e| e.is_available())
-                                .count()
-                        })
-                        .sum::<usize>()
-                })
-                .sum::<usize>()
+                .filter(|e| e.balancing == name && e.available)
+                .count()
                 >= n
         }
     })

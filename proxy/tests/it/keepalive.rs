@@ -8,18 +8,18 @@
 //! idle connection must not be cut and re-dialled, and a quiet stream must
 //! live well past several MinTimes.
 
-mod support;
-
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::*;
 use grpc_balancer_crds::config::PolicyKind;
 use grpc_balancer_proxy::ConfigSource;
 use grpc_balancer_proxy::transport::{DEFAULT_PING_INTERVAL, DEFAULT_TCP_KEEPALIVE};
-use support::*;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout};
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
@@ -50,32 +50,46 @@ fn server_binary() -> PathBuf {
     binary
 }
 
+/// Starts an interop server that first prints `listening on ADDR`; returns
+/// the process (killed on drop), the rest of its output and the address.
+async fn spawn_listening(
+    mut command: tokio::process::Command,
+    what: &str,
+    within: Duration,
+) -> (Child, Lines<BufReader<ChildStdout>>, SocketAddr) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {what}: {e}"));
+    let mut out = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = tokio::time::timeout(within, out.next_line())
+        .await
+        .unwrap_or_else(|_| panic!("{what} starts"))
+        .expect("read")
+        .expect("a line");
+    let addr = first
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .parse()
+        .expect("an address");
+    (child, out, addr)
+}
+
 struct GoServer {
-    addr: std::net::SocketAddr,
+    addr: SocketAddr,
     lines: Arc<Mutex<Vec<String>>>,
     _child: tokio::process::Child,
 }
 
 impl GoServer {
     async fn start() -> GoServer {
-        let mut child = tokio::process::Command::new(server_binary())
+        let mut command = tokio::process::Command::new(server_binary());
+        command
             .arg("--min-ping-interval")
-            .arg(format!("{}s", SERVER_MIN_PING.as_secs()))
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start the grpc-go server");
-        let mut out = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let first = tokio::time::timeout(Duration::from_secs(10), out.next_line())
-            .await
-            .expect("the grpc-go server starts")
-            .expect("read")
-            .expect("a line");
-        let addr = first
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-            .parse()
-            .expect("an address");
+            .arg(format!("{}s", SERVER_MIN_PING.as_secs()));
+        let (child, mut out, addr) =
+            spawn_listening(command, "the grpc-go server", Duration::from_secs(10)).await;
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = lines.clone();
         tokio::spawn(async move {
@@ -199,27 +213,15 @@ async fn a_grpc_c_core_server_neither_cuts_idle_connections_nor_quiet_streams() 
         "the Python grpcio venv is not installed: run scripts/install-interop-clients"
     );
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../interop/python/quiet_server.py");
-    let mut child = tokio::process::Command::new(python)
+    let mut command = tokio::process::Command::new(python);
+    command
         .arg(script)
         .arg("--stubs")
         .arg(stubs)
         .arg("--min-ping-interval-ms")
-        .arg(SERVER_MIN_PING.as_millis().to_string())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the grpcio server");
-    let mut out = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let first = tokio::time::timeout(Duration::from_secs(20), out.next_line())
-        .await
-        .expect("the grpcio server starts")
-        .expect("read")
-        .expect("a line");
-    let addr = first
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-        .parse()
-        .expect("an address");
+        .arg(SERVER_MIN_PING.as_millis().to_string());
+    let (_child, _out, addr) =
+        spawn_listening(command, "the grpcio server", Duration::from_secs(20)).await;
     let proxy = proxy_to(addr).await;
     let mut client = proxy.client("up").await;
     // The server answers with its peer: the proxy's end of the connection.

@@ -3,14 +3,12 @@
 //! and backend addresses of the namespace) answer loopback peers only,
 //! unless the proxy runs with `--admin-debug any`.
 
-mod support;
-
 use std::net::{IpAddr, SocketAddr};
 
+use crate::support::*;
 use grpc_balancer_crds::config::PolicyKind;
 use grpc_balancer_proxy::ConfigSource;
 use grpc_balancer_proxy::admin::DebugAccess;
-use support::*;
 
 /// A non-loopback address of this host, if it has one: the source address
 /// of a route to the outside (nothing is sent).

@@ -1,15 +1,13 @@
 //! Drain, config reload, the admin server and the `check` command.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::support::*;
 use grpc_balancer_crds::config::{PolicyKind, to_yaml};
 use grpc_balancer_greeter::fault_headers;
 use grpc_balancer_proxy::ConfigSource;
-use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_finishes_calls_in_flight() {
@@ -26,19 +24,9 @@ async fn drain_finishes_calls_in_flight() {
         }));
     }
     let admin = proxy.admin();
-    let state = proxy.running.as_ref().expect("running").state.clone();
+    let view = proxy.running.as_ref().expect("running").view();
     eventually(Duration::from_secs(5), "10 calls in flight", || {
-        let in_flight: u32 = state
-            .balancings()
-            .iter()
-            .flat_map(|(_, b)| b.subsets.iter().map(|s| s.set.load_full()))
-            .flat_map(|set| {
-                set.endpoints
-                    .iter()
-                    .map(|e| e.in_flight())
-                    .collect::<Vec<_>>()
-            })
-            .sum();
+        let in_flight: u32 = view.endpoints().iter().map(|e| e.in_flight).sum();
         async move { in_flight == 10 }
     })
     .await;

@@ -1,13 +1,11 @@
 //! The choice between subsets: keyed by the ring-hash key (affinity across
 //! subsets and across proxies), and correct for any number of subsets.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::support::*;
 use grpc_balancer_crds::config::{self, Balancing, PolicyKind};
 use grpc_balancer_greeter::pb::greeter_client::GreeterClient;
-use support::*;
 use tonic::transport::Channel;
 
 async fn call_with_key(c: &mut GreeterClient<Channel>, key: &str) -> String {

@@ -1,0 +1,89 @@
+//! Keeps one endpoint connected: connect, publish the request handle, watch
+//! the connection, reconnect with exponential back-off and jitter. A GOAWAY
+//! from the endpoint ends the connection's dispatch at once, so new calls go
+//! elsewhere while calls in flight finish on it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{ConnState, Endpoint};
+use crate::grpc_status;
+use crate::transport::client::{ConnectSettings, connect};
+use crate::util::random_unit;
+
+/// Runs until `cancel` fires, keeping `endpoint` connected.
+pub async fn maintain(
+    endpoint: Arc<Endpoint>,
+    settings: ConnectSettings,
+    cancel: CancellationToken,
+) {
+    let mut failures: u32 = 0;
+    loop {
+        endpoint.set_state(ConnState::Connecting);
+        let connected = tokio::select! {
+            r = connect(endpoint.addr, settings) => r,
+            () = cancel.cancelled() => break,
+        };
+        match connected {
+            Ok((sender, connection)) => {
+                failures = 0;
+                tracing::debug!(endpoint = %endpoint.addr, "connected");
+                endpoint.connected(sender);
+                tokio::select! {
+                    r = connection => {
+                        endpoint.disconnected(ConnState::Connecting);
+                        match r {
+                            Ok(()) => tracing::info!(endpoint = %endpoint.addr, "endpoint closed the connection (GOAWAY); reconnecting"),
+                            // hyper's own message is only "http2 error"; the h2 cause says which.
+                            Err(e) => tracing::warn!(endpoint = %endpoint.addr, error = %e, cause = ?grpc_status::h2_error(&e), "connection to endpoint failed; reconnecting"),
+                        }
+                        endpoint.subset.refresh_now.notify_one();
+                    }
+                    () = cancel.cancelled() => break,
+                }
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                endpoint.disconnected(ConnState::Failed);
+                endpoint.record_failure();
+                endpoint.subset.refresh_now.notify_one();
+                let delay = backoff(settings, failures);
+                tracing::warn!(endpoint = %endpoint.addr, error = %e, retry_in = ?delay, "cannot connect to endpoint");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = cancel.cancelled() => break,
+                }
+            }
+        }
+    }
+    // Removed: no new calls; calls in flight keep their own handle to the
+    // connection, which closes once they are done.
+    endpoint.disconnected(ConnState::Removed);
+    endpoint.release_ejection();
+}
+
+/// `base * 2^(failures-1)`, capped, with full jitter over its upper half so
+/// many proxies do not reconnect in lockstep.
+fn backoff(settings: ConnectSettings, failures: u32) -> Duration {
+    let exp = settings
+        .backoff_base
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(settings.backoff_max);
+    exp.mul_f64(0.5 + random_unit() * 0.5)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let s = ConnectSettings::default();
+        let first = backoff(s, 1);
+        assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
+        let later = backoff(s, 30);
+        assert!(later >= Duration::from_millis(2500) && later <= Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,26 @@
+//! The proxy's integration tests, one module per area, linked as one binary.
+//!
+//! Most tests start the real proxy in-process against real greeter backends
+//! (see [`support`]); a few spawn the built binary to see what only a
+//! process shows (signals, exit codes, the command line).
+
+mod support;
+
+mod admin_access;
+mod cancellation;
+mod classic;
+mod data_path;
+mod discovery;
+mod hooks;
+mod interop;
+mod ipv6;
+mod keepalive;
+mod lifecycle;
+mod listeners;
+mod metrics_docs;
+mod policies;
+mod queue;
+mod resilience;
+mod retries;
+mod sigterm;
+mod subsets;
