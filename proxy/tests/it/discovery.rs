@@ -1,84 +1,16 @@
 //! Scale-out and scale-in through DNS discovery, against a small DNS server
-//! that answers A queries from a list the test changes.
+//! that answers A queries from a list the test changes ([`crate::dns`]).
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::dns::{dns_answers, dns_server};
 use crate::support::*;
 use grpc_balancer_crds::config::{self, Discovery, DnsDiscovery, PolicyKind, Subset};
 use grpc_balancer_greeter::BackendOptions;
 use grpc_balancer_proxy::ConfigSource;
-
-type Answers = Arc<Mutex<Vec<Ipv4Addr>>>;
-
-/// A UDP DNS server: every A query gets the current list (TTL 0); other
-/// types get an empty NOERROR answer.
-async fn dns_server(answers: Answers) -> SocketAddr {
-    dns_server_counting(answers, Arc::new(AtomicUsize::new(0))).await
-}
-
-/// [`dns_server`], counting the A queries it answers.
-async fn dns_server_counting(answers: Answers, queries: Arc<AtomicUsize>) -> SocketAddr {
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
-        .await
-        .expect("bind dns");
-    let addr = socket.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let mut buf = [0u8; 512];
-        while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
-            if buf.get(..n).is_some_and(is_a_query) {
-                queries.fetch_add(1, Ordering::SeqCst);
-            }
-            if let Some(reply) = answer(&buf[..n], &answers) {
-                let _ = socket.send_to(&reply, peer).await;
-            }
-        }
-    });
-    addr
-}
-
-fn is_a_query(query: &[u8]) -> bool {
-    let mut pos = 12;
-    while let Some(&len) = query.get(pos) {
-        if len == 0 {
-            return query.get(pos + 1..pos + 3) == Some(&[0, 1]);
-        }
-        pos += 1 + usize::from(len);
-    }
-    false
-}
-
-fn answer(query: &[u8], answers: &Answers) -> Option<Vec<u8>> {
-    if query.len() < 12 {
-        return None;
-    }
-    // Skip the question name, then QTYPE and QCLASS.
-    let mut pos = 12;
-    while *query.get(pos)? != 0 {
-        pos += 1 + usize::from(query[pos]);
-    }
-    let qtype = u16::from_be_bytes([*query.get(pos + 1)?, *query.get(pos + 2)?]);
-    let question_end = pos + 5;
-    let ips: Vec<Ipv4Addr> = if qtype == 1 {
-        answers.lock().expect("answers").clone()
-    } else {
-        Vec::new()
-    };
-    let mut out = Vec::with_capacity(512);
-    out.extend_from_slice(&query[..2]); // id
-    out.extend_from_slice(&[0x81, 0x80]); // response, recursion available, NOERROR
-    out.extend_from_slice(&[0, 1]);
-    out.extend_from_slice(&(ips.len() as u16).to_be_bytes());
-    out.extend_from_slice(&[0, 0, 0, 0]);
-    out.extend_from_slice(query.get(12..question_end)?);
-    for ip in ips {
-        out.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 0, 0, 4]);
-        out.extend_from_slice(&ip.octets());
-    }
-    Some(out)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dns_scale_out_and_in_without_failed_calls() {
@@ -96,11 +28,8 @@ async fn dns_scale_out_and_in_without_failed_calls() {
                 .expect("backend"),
         );
     }
-    let answers: Answers = Arc::new(Mutex::new(vec![
-        Ipv4Addr::new(127, 0, 0, 2),
-        Ipv4Addr::new(127, 0, 0, 3),
-    ]));
-    let dns = dns_server(answers.clone()).await;
+    let answers = dns_answers([Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3)]);
+    let dns = dns_server(answers.clone(), Arc::new(AtomicUsize::new(0))).await;
 
     let refresh = Duration::from_millis(500);
     let mut b = balancing(
@@ -132,7 +61,7 @@ async fn dns_scale_out_and_in_without_failed_calls() {
     answers
         .lock()
         .expect("answers")
-        .push(Ipv4Addr::new(127, 0, 0, 4));
+        .push(Ipv4Addr::new(127, 0, 0, 4).into());
     let started = tokio::time::Instant::now();
     loop {
         let counts = spread(&mut client, 30).await;
@@ -149,7 +78,7 @@ async fn dns_scale_out_and_in_without_failed_calls() {
     answers
         .lock()
         .expect("answers")
-        .retain(|ip| *ip != Ipv4Addr::new(127, 0, 0, 2));
+        .retain(|ip| *ip != IpAddr::from(Ipv4Addr::new(127, 0, 0, 2)));
     let admin = proxy.admin();
     eventually(
         refresh * 3,
@@ -217,9 +146,9 @@ async fn a_failed_connect_re_resolves_at_once() {
     )
     .await
     .expect("backend");
-    let answers: Answers = Arc::new(Mutex::new(vec![Ipv4Addr::new(127, 0, 0, 5)]));
+    let answers = dns_answers([Ipv4Addr::new(127, 0, 0, 5)]);
     let queries = Arc::new(AtomicUsize::new(0));
-    let dns = dns_server_counting(answers.clone(), queries.clone()).await;
+    let dns = dns_server(answers.clone(), queries.clone()).await;
     let b = balancing(
         "greeter",
         PolicyKind::RoundRobin,
@@ -249,7 +178,7 @@ async fn a_failed_connect_re_resolves_at_once() {
     )
     .await;
     let before = queries.load(Ordering::SeqCst);
-    *answers.lock().expect("answers") = vec![Ipv4Addr::new(127, 0, 0, 6)];
+    *answers.lock().expect("answers") = vec![Ipv4Addr::new(127, 0, 0, 6).into()];
     eventually(
         Duration::from_secs(5),
         "a failed connect re-resolved the name",

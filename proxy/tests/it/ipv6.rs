@@ -3,8 +3,11 @@
 //! what the webhook injects so the kubelet can probe an IPv6 pod IP.
 
 use std::net::{Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
+use crate::dns::{dns_answers, dns_server};
 use crate::support::*;
 use grpc_balancer_crds::config::{self, Discovery, DnsDiscovery, PolicyKind, Subset};
 use grpc_balancer_greeter::BackendOptions;
@@ -17,43 +20,6 @@ fn ipv6_loopback() -> bool {
 fn free_v6() -> SocketAddr {
     let l = std::net::TcpListener::bind("[::1]:0").expect("bind [::1]");
     l.local_addr().expect("addr")
-}
-
-/// A UDP DNS server answering AAAA queries for every name with `::1` and A
-/// queries with nothing, as a cluster DNS does for an IPv6-only Service.
-async fn aaaa_server() -> SocketAddr {
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
-        .await
-        .expect("bind dns");
-    let addr = socket.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let mut buf = [0u8; 512];
-        while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
-            let q = &buf[..n];
-            if q.len() < 12 {
-                continue;
-            }
-            let mut pos = 12;
-            while pos < q.len() && q[pos] != 0 {
-                pos += 1 + usize::from(q[pos]);
-            }
-            if pos + 5 > q.len() {
-                continue;
-            }
-            let qtype = u16::from_be_bytes([q[pos + 1], q[pos + 2]]);
-            let aaaa = qtype == 28;
-            let mut out = Vec::new();
-            out.extend_from_slice(&q[..2]);
-            out.extend_from_slice(&[0x81, 0x80, 0, 1, 0, u8::from(aaaa), 0, 0, 0, 0]);
-            out.extend_from_slice(&q[12..pos + 5]);
-            if aaaa {
-                out.extend_from_slice(&[0xc0, 0x0c, 0, 28, 0, 1, 0, 0, 0, 0, 0, 16]);
-                out.extend_from_slice(&Ipv6Addr::LOCALHOST.octets());
-            }
-            let _ = socket.send_to(&out, peer).await;
-        }
-    });
-    addr
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,7 +62,13 @@ async fn ipv6_listener_static_and_dns_endpoints_end_to_end() {
     let cfg = config::parse_yaml(&config::to_yaml(&config(vec![b])).expect("yaml"))
         .expect("IPv6 listener and endpoints are valid");
     let mut settings = test_settings(ConfigSource::Fixed(cfg));
-    settings.dns_server = Some(aaaa_server().await);
+    // AAAA queries get `::1`, A queries nothing: an IPv6-only Service.
+    let dns = dns_server(
+        dns_answers([Ipv6Addr::LOCALHOST]),
+        Arc::new(AtomicUsize::new(0)),
+    )
+    .await;
+    settings.dns_server = Some(dns);
     settings.admin = "[::]:0".parse().expect("addr");
     let proxy = start(settings).await;
     wait_ready(&proxy, "v6", 2).await;

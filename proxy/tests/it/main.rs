@@ -4,6 +4,7 @@
 //! (see [`support`]); a few spawn the built binary to see what only a
 //! process shows (signals, exit codes, the command line).
 
+mod dns;
 mod support;
 
 mod admin_access;
