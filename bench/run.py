@@ -22,11 +22,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PEERS = ("direct", "grpc-balancer", "haproxy", "envoy")
+PEERS = ("direct", "grpc-balancer", "haproxy", "envoy", "nginx")
 BACKENDS = 3
 SAY_HELLO = "/greeter.v1.Greeter/SayHello"
 # Calls the correctness check makes through each peer before the load.
 CHECK_CALLS = 300
+TOOLS = ("proxy", "greeter_server", "greeter_client", "haproxy", "envoy", "nginx", "h2load")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -117,16 +118,24 @@ def peak_rss_mib(pid):
 # ------------------------------------------------------------------- peers
 
 def haproxy_config(port, backend_ports):
+    # As HAProxy's docs advise for gRPC: HTTP/2 on both sides, one thread (the
+    # same single core every peer gets), streams of many client connections
+    # multiplexed on the idle server connections (`http-reuse always`; the
+    # default `safe` gives each client connection its own server connection),
+    # and the per-connection stream limit raised from 100 so that 1x100 is not
+    # capped by it.
     servers = "\n".join(
         f"    server b{i} 127.0.0.1:{p} proto h2" for i, p in enumerate(backend_ports)
     )
     return f"""global
     nbthread 1
     maxconn 1000
+    tune.h2.max-concurrent-streams 1024
     log stderr format raw local0 emerg
 
 defaults
     mode http
+    http-reuse always
     timeout connect 5s
     timeout client 60s
     timeout server 60s
@@ -141,7 +150,54 @@ backend greeters
 """
 
 
+def nginx_config(port, backend_ports, workdir):
+    # nginx's gRPC proxy as its docs set it up: an `http2` listener and
+    # `grpc_pass` to an upstream group with `keepalive` connections (nginx
+    # sends one call at a time on an upstream connection, so without
+    # keepalive every call would open a new one). One worker process, no
+    # access log, and keepalive_requests raised so that neither the client's
+    # connection nor the upstream ones are closed after the default 1,000 calls.
+    servers = "\n".join(f"        server 127.0.0.1:{p};" for p in backend_ports)
+    return f"""daemon off;
+master_process off;
+worker_processes 1;
+pid {workdir}/nginx.pid;
+error_log stderr error;
+
+events {{
+    worker_connections 4096;
+}}
+
+http {{
+    access_log off;
+    client_body_temp_path {workdir}/nginx-body;
+    proxy_temp_path {workdir}/nginx-proxy;
+    fastcgi_temp_path {workdir}/nginx-fastcgi;
+    uwsgi_temp_path {workdir}/nginx-uwsgi;
+    scgi_temp_path {workdir}/nginx-scgi;
+    keepalive_requests 100000000;
+    http2_max_concurrent_streams 1024;
+
+    upstream greeters {{
+{servers}
+        keepalive 256;
+        keepalive_requests 100000000;
+    }}
+
+    server {{
+        listen 127.0.0.1:{port} http2;
+        location / {{
+            grpc_pass grpc://greeters;
+        }}
+    }}
+}}
+"""
+
+
 def envoy_config(port, backend_ports):
+    # Envoy as its gRPC docs set it up: an HTTP/2 connection manager, HTTP/2 to
+    # the cluster, route timeout off (streams may be long), no access log; one
+    # worker (`--concurrency 1`, the single core every peer gets).
     endpoints = "\n".join(
         f"""          - endpoint:
               address:
@@ -189,9 +245,10 @@ def envoy_config(port, backend_ports):
 
 
 def start_peer(peer, tools, backend_ports, workdir, proxy_cpu):
-    """Starts the peer; returns (Process or None, port the load goes to)."""
+    """Starts the peer; returns (Process or None, port the load goes to, how it
+    runs: command line and configuration file, for the report)."""
     if peer == "direct":
-        return None, backend_ports[0]
+        return None, backend_ports[0], "no proxy: the load goes to one backend"
     port = free_port()
     if peer == "grpc-balancer":
         argv = [tools["proxy"], "--listen", f"127.0.0.1:{port}", "--policy", "round_robin",
@@ -202,7 +259,13 @@ def start_peer(peer, tools, backend_ports, workdir, proxy_cpu):
     elif peer == "haproxy":
         config = workdir / "haproxy.cfg"
         config.write_text(haproxy_config(port, backend_ports))
-        process = Process(peer, pinned(proxy_cpu, [tools["haproxy"], "-db", "-f", str(config)]), workdir)
+        argv = [tools["haproxy"], "-db", "-f", str(config)]
+        process = Process(peer, pinned(proxy_cpu, argv), workdir)
+    elif peer == "nginx":
+        config = workdir / "nginx.conf"
+        config.write_text(nginx_config(port, backend_ports, workdir))
+        argv = [tools["nginx"], "-p", str(workdir), "-c", str(config), "-e", "stderr"]
+        process = Process(peer, pinned(proxy_cpu, argv), workdir)
     elif peer == "envoy":
         config = workdir / "envoy.yaml"
         config.write_text(envoy_config(port, backend_ports))
@@ -212,7 +275,10 @@ def start_peer(peer, tools, backend_ports, workdir, proxy_cpu):
     else:
         raise BenchError(f"unknown peer {peer}")
     process.wait_port(port)
-    return process, port
+    how = "$ " + " ".join(str(a) for a in argv) if peer == "grpc-balancer" else ""
+    if peer in ("haproxy", "nginx", "envoy"):
+        how = f"$ {' '.join(str(a) for a in argv)}\n{config.read_text()}"
+    return process, port, how
 
 
 # ---------------------------------------------------------------- backends
@@ -322,7 +388,8 @@ def one_run(peer, scenario, args, tools, data_file, workroot):
     backends = start_backends(tools, workdir, args.load_cpu)
     peer_process = None
     try:
-        peer_process, port = start_peer(peer, tools, [p for _, p, _ in backends], workdir, args.proxy_cpu)
+        peer_process, port, how = start_peer(peer, tools, [p for _, p, _ in backends], workdir, args.proxy_cpu)
+        args.peer_configs.setdefault(peer, how)
         check_calls(tools, port, args.load_cpu, 1 if peer == "direct" else BACKENDS)
         warm = run_h2load(tools, port, conns, streams, args.warmup, data_file, args.load_cpu)
         pid = peer_process.pid if peer_process else None
@@ -410,7 +477,7 @@ def print_report(summary, args):
         print()
         print(f"## {conns} connection(s) x {streams} streams")
         header = (f"{'peer':<14} {'calls/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU s/100k':>11} "
-                  f"{'RSS MiB':>8}  {'vs haproxy':>10} {'vs envoy':>9} {'vs direct':>9}  backend split %")
+                  f"{'RSS MiB':>8}  {'vs haproxy':>10} {'vs envoy':>9} {'vs nginx':>9} {'vs direct':>9}  backend split %")
         print(header)
         print("-" * len(header))
         for peer in PEERS:
@@ -422,10 +489,11 @@ def print_report(summary, args):
                   f"{fmt(s['p99_ms'], 2):>8} {fmt(s['cpu_s_per_100k'], 2):>11} {fmt(s['peak_rss_mib']):>8}  "
                   f"{ratio(s['calls_per_s'], peers.get('haproxy', {}).get('calls_per_s')):>10} "
                   f"{ratio(s['calls_per_s'], peers.get('envoy', {}).get('calls_per_s')):>9} "
+                  f"{ratio(s['calls_per_s'], peers.get('nginx', {}).get('calls_per_s')):>9} "
                   f"{ratio(s['calls_per_s'], peers.get('direct', {}).get('calls_per_s')):>9}  {split}")
         ours = peers.get("grpc-balancer")
         if ours:
-            for other in ("haproxy", "envoy"):
+            for other in ("haproxy", "envoy", "nginx"):
                 theirs = peers.get(other)
                 if theirs:
                     print(f"grpc-balancer / {other}: calls/s {ratio(ours['calls_per_s'], theirs['calls_per_s'])}, "
@@ -435,6 +503,11 @@ def print_report(summary, args):
         for peer, s in peers.items():
             for problem in s["problems"]:
                 print(f"PROBLEM {peer}: {problem}")
+    print()
+    print("## how each peer ran (the configuration of its first run; ports vary per run)")
+    for peer in PEERS:
+        if peer in args.peer_configs:
+            print(f"\n### {peer}\n{args.peer_configs[peer].rstrip()}")
     print()
     print("calls/s: successful calls per second (h2load 2xx, and the backends answered grpc-status 0 to as many);")
     print("vs columns: calls/s of the row divided by that peer's. CPU s/100k: proxy user+system CPU seconds per")
@@ -460,7 +533,7 @@ def main():
     parser.add_argument("--load-cpu", default="1")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument("--results", default=str(ROOT / "target/bench/results.json"))
-    for tool in ("proxy", "greeter_server", "greeter_client", "haproxy", "envoy", "h2load"):
+    for tool in TOOLS:
         parser.add_argument(f"--{tool.replace('_', '-')}", dest=tool, required=True)
     args = parser.parse_args()
     if args.runs < 1 or args.duration < 1 or args.warmup < 1:
@@ -474,7 +547,8 @@ def main():
         args.proxy_cpu = args.load_cpu = None
     elif (os.cpu_count() or 1) < 2:
         parser.error("pinning needs 2 CPUs; use --no-pin on a single-CPU machine")
-    tools = {t: getattr(args, t) for t in ("proxy", "greeter_server", "greeter_client", "haproxy", "envoy", "h2load")}
+    tools = {t: getattr(args, t) for t in TOOLS}
+    args.peer_configs = {}
 
     runs = []
     with tempfile.TemporaryDirectory(prefix="grpc-balancer-bench-") as workroot:
