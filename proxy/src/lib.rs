@@ -51,4 +51,20 @@ mod util;
 #[cfg(test)]
 mod layering;
 
+/// The parsers of bytes that come from peers, for the fuzz targets
+/// (`fuzz/`); not part of the API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::grpc_status::status_of as grpc_status_of;
+    pub use crate::resilience::deadline::{
+        parse as parse_grpc_timeout, render as render_grpc_timeout,
+    };
+
+    /// `HealthCheckResponse.status` from one length-prefixed message.
+    pub fn decode_health_status(framed: &[u8]) -> Result<u64, String> {
+        crate::resilience::health::decode_status(framed).map_err(|e| e.to_string())
+    }
+}
+
 pub use app::{ConfigSource, EndpointStatus, ProxyView, RunningProxy, Settings, run};

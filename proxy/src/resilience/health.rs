@@ -201,7 +201,7 @@ fn read_varint(bytes: &[u8], pos: &mut usize) -> Result<u64, CheckError> {
 
 /// `HealthCheckResponse.status` (field 1) from one length-prefixed message;
 /// unknown fields are skipped, an absent status is UNKNOWN (0).
-fn decode_status(framed: &[u8]) -> Result<u64, CheckError> {
+pub(crate) fn decode_status(framed: &[u8]) -> Result<u64, CheckError> {
     if framed.len() < 5 {
         return Err(CheckError::Malformed("short message"));
     }
