@@ -17,28 +17,36 @@
 //!   renderer of one namespace's ConfigMap);
 //! - `http` (metrics and probes), `runtime` (starts and wires it all),
 //!   `with_webhook` (the operator and the webhook in one process).
+//!
+//! Modules are crate-private unless something outside uses them: the binary
+//! ([`with_webhook`], [`telemetry`], [`OperatorArgs`]), the tests ([`run`]
+//! with its [`Settings`], [`api_resource`], `render::fixtures` with the
+//! `test-util` feature) and the demo's dashboard ([`metrics`], its names and
+//! labels). `render` is public as the pure core: specs in, objects out.
 
-pub mod backoff;
-pub mod config_map;
-pub mod context;
-pub mod controller;
-pub mod decode;
-pub mod error;
-pub mod http;
-pub mod kube_util;
-pub mod leader;
+pub(crate) mod backoff;
+pub(crate) mod config_map;
+pub(crate) mod context;
+pub(crate) mod controller;
+pub(crate) mod decode;
+pub(crate) mod error;
+pub(crate) mod http;
+pub(crate) mod kube_util;
+pub(crate) mod leader;
 pub mod metrics;
-pub mod names;
+pub(crate) mod names;
 pub mod render;
-pub mod runtime;
-pub mod settings;
+pub(crate) mod runtime;
+pub(crate) mod settings;
 pub mod telemetry;
 pub mod with_webhook;
 
 #[cfg(test)]
 mod layering;
 
+pub use decode::api_resource;
 pub use error::{Error, Result};
+pub use leader::LeaderSettings;
 pub use runtime::run;
 pub use settings::{OperatorArgs, Settings};
 
