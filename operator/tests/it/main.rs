@@ -10,6 +10,7 @@ mod bench_reconcile;
 mod crd_validation;
 mod env_gaps;
 mod metrics_doc;
+mod rbac;
 mod reconcile;
 mod shutdown;
 mod undecodable;
