@@ -191,7 +191,7 @@ pub(crate) fn started_log_files() -> Vec<PathBuf> {
     STATE_DIR.get().map(|d| log_files_in(d)).unwrap_or_default()
 }
 
-/// The PATH fragment with the cached tools (kubectl, helm, kubeconform, etcd,
+/// The PATH fragment with the cached tools (kubectl, helm, etcd,
 /// kube-apiserver, ...), as printed by `scripts/control-plane path`.
 pub fn tool_path() -> Vec<PathBuf> {
     let out = std::process::Command::new(script()).arg("path").output();
@@ -209,7 +209,7 @@ pub fn tool_path() -> Vec<PathBuf> {
     }
 }
 
-/// Path of a cached tool such as `kubectl`, `helm` or `kubeconform`. Panics with the
+/// Path of a cached tool such as `kubectl` or `helm`. Panics with the
 /// install command when it is missing.
 pub fn tool(name: &str) -> PathBuf {
     tool_path()

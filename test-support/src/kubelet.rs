@@ -70,15 +70,7 @@ pub async fn set_pod_running(
         .get(name)
         .await
         .with_context(|| format!("getting pod {ns}/{name}"))?;
-    let status = running_status(&pod, ip, ready, &now());
-    pods.patch_status(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(&json!({ "status": status })),
-    )
-    .await
-    .with_context(|| format!("setting status of pod {ns}/{name}"))?;
-    Ok(())
+    report_running(&pods, ns, name, &pod, ip, ready).await
 }
 
 /// Flips readiness of a pod that [`set_pod_running`] has set running.
@@ -100,14 +92,26 @@ pub async fn set_pod_ready(
         .context("pod has no podIP; call set_pod_running first")?
         .parse()
         .context("pod has a non-IPv4 podIP")?;
-    let status = running_status(&pod, ip, ready, &now());
+    report_running(&pods, ns, name, &pod, ip, ready).await
+}
+
+/// Writes the status a kubelet would report for `pod` running on `ip`.
+async fn report_running(
+    pods: &Api<Pod>,
+    ns: &str,
+    name: &str,
+    pod: &Pod,
+    ip: Ipv4Addr,
+    ready: bool,
+) -> anyhow::Result<()> {
+    let status = running_status(pod, ip, ready, &now());
     pods.patch_status(
         name,
         &PatchParams::default(),
         &Patch::Merge(&json!({ "status": status })),
     )
     .await
-    .with_context(|| format!("setting readiness of pod {ns}/{name}"))?;
+    .with_context(|| format!("setting status of pod {ns}/{name}"))?;
     Ok(())
 }
 

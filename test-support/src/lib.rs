@@ -12,6 +12,7 @@
 //! # }
 //! ```
 
+pub mod api_recorder;
 pub mod cluster_dns;
 pub mod control_plane;
 pub mod crd;

@@ -7,6 +7,9 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 use kube::CustomResourceExt;
 
 use super::{GrpcBalancing, MAX_NAME_LEN};
+
+#[cfg(test)]
+mod cel_rules;
 use crate::config::DEFAULT_ADMIN_PORT;
 
 /// The `GrpcBalancing` CustomResourceDefinition.

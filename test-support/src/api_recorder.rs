@@ -1,57 +1,78 @@
-//! `api-recorder`: a plain-HTTP front for the Kubernetes API that forwards
-//! every request with the identity of a kubeconfig (e.g. a ServiceAccount
-//! token) and records what it was, as the apiserver's authorizer sees it:
-//! verb, API group, resource, subresource, namespace, name and the answer's
-//! status. `scripts/test-chart` points the operator at it to compare the
-//! API calls the operator really makes with the chart's RBAC rules.
-//!
-//! Output: one JSON object per request, on `--out`, e.g.
-//! `{"verb":"patch","group":"","resource":"services","subresource":"","namespace":"demo","name":"grpcb-greeter-v1","status":200}`.
+//! A plain-HTTP front for the Kubernetes API that forwards every request
+//! with the identity of a client (e.g. a ServiceAccount token) and records
+//! what it was, as the apiserver's authorizer sees it: verb, API group,
+//! resource, subresource, namespace, name and the answer's status. The
+//! operator's RBAC test points the operator at it to compare the API calls
+//! the operator really makes with the chart's RBAC rules.
 
 use std::convert::Infallible;
-use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
-use clap::Parser;
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use serde::Serialize;
 use tokio::net::TcpListener;
-
-#[derive(Debug, Parser)]
-#[command(about = "Forwards Kubernetes API requests and records each one's verb and resource")]
-struct Args {
-    /// Kubeconfig whose server and credentials requests are forwarded with.
-    #[arg(long)]
-    kubeconfig: PathBuf,
-    /// Plain-HTTP address to serve on (port 0: any; the address is printed).
-    #[arg(long, default_value = "127.0.0.1:0")]
-    listen: SocketAddr,
-    /// File the records are appended to, one JSON object per line.
-    #[arg(long)]
-    out: PathBuf,
-}
+use tokio::task::JoinHandle;
 
 /// What the apiserver's authorizer sees of one request.
-#[derive(Debug, Default, PartialEq, Serialize)]
-struct Record {
-    verb: String,
-    group: String,
-    resource: String,
-    subresource: String,
-    namespace: String,
-    name: String,
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Record {
+    pub verb: String,
+    pub group: String,
+    pub resource: String,
+    pub subresource: String,
+    pub namespace: String,
+    pub name: String,
     /// Set for non-resource paths (`/version`, `/apis`, ...), which RBAC
     /// grants every authenticated user through `system:discovery`.
-    non_resource_path: String,
-    status: u16,
+    pub non_resource_path: String,
+    pub status: u16,
+}
+
+/// A running recorder; it stops when dropped.
+pub struct ApiRecorder {
+    addr: SocketAddr,
+    inner: Arc<Recorder>,
+    task: JoinHandle<()>,
+}
+
+impl ApiRecorder {
+    /// Serves on a loopback port, forwarding with `client`'s server and
+    /// credentials.
+    pub async fn start(client: kube::Client) -> std::io::Result<ApiRecorder> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let inner = Arc::new(Recorder {
+            client,
+            records: Mutex::new(Vec::new()),
+        });
+        let task = tokio::spawn(serve(listener, inner.clone()));
+        Ok(ApiRecorder { addr, inner, task })
+    }
+
+    /// The plain-HTTP address to point a client at.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Every request so far, in the order they were answered.
+    pub fn records(&self) -> Vec<Record> {
+        self.inner
+            .records
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for ApiRecorder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// Derives the authorizer attributes of a request from its method, path and
@@ -130,21 +151,15 @@ fn classify(method: &str, path: &str, query: &str) -> Record {
 
 struct Recorder {
     client: kube::Client,
-    out: Mutex<std::fs::File>,
+    records: Mutex<Vec<Record>>,
 }
 
 impl Recorder {
     fn write(&self, record: &Record) {
-        let Ok(mut line) = serde_json::to_string(record) else {
-            return;
-        };
-        line.push('\n');
-        if let Ok(mut file) = self.out.lock() {
-            // A lost record would show up as an unused permission, so a
-            // failed write is worth a loud log line.
-            if let Err(error) = file.write_all(line.as_bytes()) {
-                eprintln!("api-recorder: writing a record: {error}");
-            }
+        // A lost record would show up as an unused permission.
+        match self.records.lock() {
+            Ok(mut records) => records.push(record.clone()),
+            Err(_) => eprintln!("api-recorder: the records are poisoned; a record is lost"),
         }
     }
 
@@ -197,35 +212,9 @@ impl Recorder {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let kubeconfig = Kubeconfig::read_from(&args.kubeconfig)
-        .with_context(|| format!("reading {}", args.kubeconfig.display()))?;
-    let config =
-        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
-    let client = kube::Client::try_from(config)?;
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&args.out)
-        .with_context(|| format!("opening {}", args.out.display()))?;
-    let recorder = Arc::new(Recorder {
-        client,
-        out: Mutex::new(out),
-    });
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    // Stdout carries only the address, for scripts.
-    println!("{}", listener.local_addr()?);
-
+async fn serve(listener: TcpListener, recorder: Arc<Recorder>) {
     loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = tokio::signal::ctrl_c() => return Ok(()),
-        };
-        let (stream, _) = match accepted {
+        let (stream, _) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(error) => {
                 eprintln!("api-recorder: accept: {error}");

@@ -34,23 +34,32 @@ impl OperatorProcess {
     /// `namespace` (its Lease there too), metrics on a free port; `extra`
     /// flags come last and win.
     pub fn start(cp: &ControlPlane, namespace: &str, identity: &str, extra: &[String]) -> Self {
+        let metrics_port = free_port();
+        let mut args: Vec<String> = vec![
+            "--kubeconfig".into(),
+            cp.kubeconfig().display().to_string(),
+            format!("--watch-namespace={namespace}"),
+            format!("--leader-election-namespace={namespace}"),
+            format!("--leader-election-lease-name={identity}"),
+            format!("--pod-name={identity}"),
+            "--lease-duration=4s".into(),
+            format!("--metrics-listen=127.0.0.1:{metrics_port}"),
+            format!("--webhook-namespace={namespace}"),
+        ];
+        args.extend_from_slice(extra);
+        Self::spawn(metrics_port, &args, &[])
+    }
+
+    /// Starts the binary with exactly `args` and `env`; `metrics_port` is
+    /// the port its `--metrics-listen` names.
+    pub fn spawn(metrics_port: u16, args: &[String], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("a temp dir");
         let log = dir.path().join("operator.log");
         let out = std::fs::File::create(&log).expect("a log file");
         let err = out.try_clone().expect("the log file twice");
-        let metrics_port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_grpc-balancer-operator"))
-            .arg("--kubeconfig")
-            .arg(cp.kubeconfig())
-            .args(["--watch-namespace", namespace])
-            .args(["--leader-election-namespace", namespace])
-            .args(["--leader-election-lease-name", identity])
-            .args(["--pod-name", identity])
-            .args(["--lease-duration", "4s"])
-            .arg("--metrics-listen")
-            .arg(format!("127.0.0.1:{metrics_port}"))
-            .args(["--webhook-namespace", namespace])
-            .args(extra)
+            .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
@@ -72,6 +81,17 @@ impl OperatorProcess {
 
     pub fn logs(&self) -> String {
         read_log(&self.log)
+    }
+
+    /// SIGTERM, as the kubelet stops a pod; true when it exited within
+    /// `timeout`.
+    pub async fn terminate(&mut self, timeout: Duration) -> bool {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        self.wait_exit(timeout).await.is_some()
     }
 
     /// Exit status, if it ended within `timeout`.
