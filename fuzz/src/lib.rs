@@ -71,3 +71,112 @@ pub fn grpc_wire(data: &[u8]) {
     }
     let _ = decode_health_status(health);
 }
+
+/// An AdmissionReview as the apiserver (or anyone reaching the webhook)
+/// may send it. No panic; the answer carries the request's uid; a patch is
+/// a JSON patch that applies to the pod under review and leaves a valid
+/// pod; and that pod, reviewed again (as on reinvocation), needs no patch.
+pub fn admission_review(data: &[u8]) {
+    use grpc_balancer_webhook::review::{Reviewer, Verdict};
+    use k8s_openapi::api::core::v1::Pod;
+
+    static REVIEWER: std::sync::OnceLock<Reviewer> = std::sync::OnceLock::new();
+    let reviewer = REVIEWER.get_or_init(reviewer);
+    let (verdict, answer) = reviewer.review(data);
+    let Some(response) = answer.response else {
+        panic!("an answer without a response: {verdict:?}");
+    };
+    if verdict == Verdict::Malformed {
+        return;
+    }
+    let Ok(request) = serde_json::from_slice::<serde_json::Value>(data) else {
+        panic!("decided on a body that is not JSON");
+    };
+    assert_eq!(
+        request["request"]["uid"].as_str(),
+        Some(response.uid.as_str()),
+        "the answer's uid is not the request's"
+    );
+    let Some(patch_bytes) = response.patch else {
+        return;
+    };
+    let patch: json_patch::Patch = match serde_json::from_slice(&patch_bytes) {
+        Ok(p) => p,
+        Err(e) => panic!("the patch is not a JSON patch: {e}"),
+    };
+    let mut pod = request["request"]["object"].clone();
+    if let Err(e) = json_patch::patch(&mut pod, &patch) {
+        panic!("the patch does not apply to the pod under review: {e}");
+    }
+    let patched: Pod = match serde_json::from_value(pod.clone()) {
+        Ok(p) => p,
+        Err(e) => panic!("the patched pod is not a pod: {e}"),
+    };
+    let mut again = request;
+    again["request"]["object"] = serde_json::to_value(&patched).unwrap_or_default();
+    let Ok(body) = serde_json::to_vec(&again) else {
+        return;
+    };
+    let (_, second) = reviewer.review(&body);
+    if let Some(r) = second.response {
+        assert!(
+            r.patch.is_none() || !r.allowed,
+            "a pod the webhook patched gets another patch on reinvocation"
+        );
+    }
+}
+
+/// The webhook's reviewer with its default flags and one balancing in `demo`.
+pub fn reviewer() -> grpc_balancer_webhook::review::Reviewer {
+    use grpc_balancer_webhook::proxy_configs::ProxyConfigs;
+    use grpc_balancer_webhook::{Args, LocalBalancing, SidecarMode};
+    use std::sync::Arc;
+
+    let settings = match Args::defaults() {
+        Ok(args) => args.proxy_settings(SidecarMode::Native),
+        Err(e) => panic!("the webhook's default flags do not parse: {e}"),
+    };
+    let configs = ProxyConfigs::new();
+    configs.set(
+        "demo",
+        vec![LocalBalancing {
+            name: "greeter".into(),
+            env_name: "GRPC_BALANCER_GREETER_ADDR".into(),
+            address: "127.0.0.1:15001".into(),
+        }],
+    );
+    grpc_balancer_webhook::review::Reviewer {
+        settings: Arc::new(settings),
+        configs: Arc::new(configs),
+    }
+}
+
+/// A `GrpcBalancing` as a user may write it (the CRD's schema stops much, not
+/// all: the operator decodes whatever the apiserver stored). No panic; the
+/// operator renders it or says why not, and what it renders is a balancing
+/// the proxy accepts.
+pub fn balancing_render(data: &[u8]) {
+    use grpc_balancer_crds::config::{ProxyConfig, parse_yaml};
+    use grpc_balancer_crds::v1alpha1::GrpcBalancing;
+    use grpc_balancer_operator::render;
+
+    let Ok(gb) = serde_json::from_slice::<GrpcBalancing>(data) else {
+        return;
+    };
+    let targets = render::subset_targets(&gb);
+    // Every backend port known, as once the pods are listed.
+    let ports = vec![Some(50051); targets.len()];
+    let Ok(balancing) = render::balancing(&gb, &ports, "cluster.local") else {
+        return;
+    };
+    let config = ProxyConfig {
+        balancings: vec![balancing],
+    };
+    let text = match serde_json::to_string(&config) {
+        Ok(t) => t,
+        Err(e) => panic!("a rendered config does not serialize: {e}"),
+    };
+    if let Err(e) = parse_yaml(&text) {
+        panic!("the operator rendered a balancing the proxy refuses: {e}\n{text}");
+    }
+}

@@ -24,3 +24,14 @@ fn seeds_and_findings_pass() {
         assert!(replayed > 0, "{name} has no seed in seeds/{name}/");
     }
 }
+
+/// The admission target's properties are about patches: its seeds must
+/// reach one, or the fuzzer starts from nothing worth checking.
+#[test]
+fn an_admission_seed_is_patched() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let body = std::fs::read(root.join("seeds/admission_review/annotated.json")).expect("the seed");
+    let (_, answer) = grpc_balancer_fuzz::reviewer().review(&body);
+    let response = answer.response.expect("a response");
+    assert!(response.allowed && response.patch.is_some(), "{response:?}");
+}
