@@ -41,7 +41,18 @@ run() {
   printf '  %s$ %s%s\n' "$D" "${shown[*]}" "$N"
   "$@" >/dev/null
 }
-demo_fail() { printf '\n%sdemo failed:%s %s\n' "$R" "$N" "$*" >&2; exit 1; }
+# demo_fail MESSAGE — says what failed and shows the cluster's pods and latest events
+# (the cluster is removed on exit).
+demo_fail() {
+  printf '\n%sdemo failed:%s %s\n' "$R" "$N" "$*" >&2
+  if [[ -n "${state:-}" ]]; then
+    printf '\npods:\n' >&2
+    k get pods -A -o wide >&2 2>/dev/null || true
+    printf '\nlatest events:\n' >&2
+    k get events -A --sort-by=.lastTimestamp 2>/dev/null | tail -n 20 >&2 || true
+  fi
+  exit 1
+}
 
 k() { kubectl --request-timeout 20s "$@"; }
 
@@ -198,6 +209,7 @@ demo_node_main() {
   if [[ -z "$images" ]]; then
     images="${CARGO_TARGET_DIR:-$PWD/target}/images"
     step "building the images (operator, proxy, greeter, load client) into ${images}"
+    scripts/install-image-deps
     scripts/build-images --out "$images" --profile "${GRPC_BALANCER_IMAGE_PROFILE:-dev}" >/dev/null
   fi
   local name
@@ -364,7 +376,7 @@ YAML
   run k -n "$DEMO_NS" apply -f "${work}/balancing.yaml"
   run k -n "$DEMO_NS" wait --for=condition=Ready grpcbalancing/greeter --timeout 60s \
     || demo_fail "GrpcBalancing greeter not Ready: $(k -n "$DEMO_NS" get grpcbalancing greeter -o jsonpath='{.status.conditions}')"
-  done_ "the operator made its headless Services and proxy config: $(k -n "$DEMO_NS" get services -o name | grep -v '^service/greeter$' | tr '\n' ' ')"
+  done_ "the operator made its headless Services and proxy config: $(k -n "$DEMO_NS" get services -o name | grep -v '^service/greeter$' | paste -sd ' ')"
 
   heading 6 "After: the same client, injected with the proxy"
   note "Two changes to the client's Deployment: the annotation, and its target the sidecar's"
@@ -501,7 +513,8 @@ YAML
     }' >"${work}/summary.json"
   if [[ -n "$summary_file" ]]; then cp "${work}/summary.json" "$summary_file"; fi
   jq -r '
-    def share($p; $v): ([$p.by_backend[]] | add // 0) as $t | if $t == 0 then 0 else ($p.by_version[$v] // 0) * 1000 / $t | round / 10 end;
+    def tenths: (. * 10 | round) as $x | "\($x / 10 | floor).\($x % 10)";
+    def share($p; $v): ([$p.by_backend[]] | add // 0) as $t | if $t == 0 then 0 else ($p.by_version[$v] // 0) * 100 / $t end | tenths;
     .phases as $ph
     | "    phase             calls  failed  pods   v1 %   v2 %",
       (["before", "after", "stream", "scale_out", "rollout_restart", "pod_delete"][] as $n
