@@ -39,7 +39,17 @@ run() {
     shown+=("$a")
   done
   printf '  %s$ %s%s\n' "$D" "${shown[*]}" "$N"
-  "$@" >/dev/null
+  in_background "$@" >/dev/null
+}
+# in_background CMD... — runs CMD and waits for it in a way a signal interrupts: bash
+# runs a trap only once a foreground command has ended, but at once during `wait`.
+in_background() {
+  "$@" &
+  bg_pid=$!
+  local rc=0
+  wait "$bg_pid" || rc=$?
+  bg_pid=""
+  return "$rc"
 }
 # demo_fail MESSAGE — says what failed and shows the cluster's pods and latest events
 # (the cluster is removed on exit).
@@ -73,8 +83,9 @@ now_ms() { local t=$EPOCHREALTIME; printf '%s' "$((${t%.*} * 1000 + 10#${t#*.} /
 # with ARGS and writes its JSON report to OUT.
 client_load() {
   local out="$1"; shift
-  timeout 300 kubectl -n "$DEMO_NS" exec "$client_pod" -c client -- /greeter-client --json "$@" 2>/dev/null \
-    | grep '^{' >"$out"
+  in_background timeout 300 kubectl -n "$DEMO_NS" exec "$client_pod" -c client -- /greeter-client --json "$@" \
+    2>/dev/null >"${out}.raw" || true
+  grep '^{' "${out}.raw" >"$out"
 }
 
 # A phase's report with each pod's version (from its Deployment's name) added up.
@@ -179,6 +190,7 @@ proxy_called() {
 demo_cleanup() {
   local rc=$?
   trap - EXIT INT TERM
+  if [[ -n "${bg_pid:-}" ]]; then kill "$bg_pid" 2>/dev/null || true; fi
   if [[ -n "${steady_pid:-}" ]]; then
     touch "${steady_dir}/stop" 2>/dev/null || true
     local child
@@ -232,6 +244,8 @@ demo_node_main() {
 
   heading 1 "A local cluster with a real node"
   local kubeconfig t0=$SECONDS
+  # In the foreground: a signal waits until `up` is done (under a minute), so that
+  # `down` then finds a whole node to remove rather than half of one.
   kubeconfig="$(scripts/control-plane up --node --owner-pid $$ 2>"${work}/up.log")" \
     || { cat "${work}/up.log" >&2; demo_fail "the node did not come up"; }
   state="$(dirname "$kubeconfig")"
