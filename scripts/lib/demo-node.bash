@@ -222,7 +222,8 @@ demo_node_main() {
     images="${CARGO_TARGET_DIR:-$PWD/target}/images"
     step "building the images (operator, proxy, greeter, load client) into ${images}"
     scripts/install-image-deps
-    scripts/build-images --out "$images" --profile "${GRPC_BALANCER_IMAGE_PROFILE:-dev}" >/dev/null
+    # Without incremental caches, as scripts/test builds them: the same build serves both.
+    CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}" scripts/build-images --out "$images" --profile "${GRPC_BALANCER_IMAGE_PROFILE:-dev}" >/dev/null
   fi
   local name
   for name in operator proxy greeter load-client; do
