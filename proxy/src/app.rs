@@ -124,6 +124,8 @@ pub struct AppState {
     bind_retry: Duration,
     /// The admin server's address, which no balancing may take.
     admin_addr: OnceLock<SocketAddr>,
+    /// Cancelled by `POST /shutdown`: stops the proxy as `shutdown` does.
+    shutdown_requested: CancellationToken,
 }
 
 impl AdminView for AppState {
@@ -156,6 +158,10 @@ impl AdminView for AppState {
 
     fn balancings(&self) -> Vec<(SocketAddr, Arc<Balancing>)> {
         AppState::balancings(self)
+    }
+
+    fn request_shutdown(&self) {
+        self.shutdown_requested.cancel();
     }
 }
 
@@ -601,6 +607,7 @@ pub async fn run(
         warm_up: settings.warm_up,
         bind_retry: settings.bind_retry,
         admin_addr: OnceLock::new(),
+        shutdown_requested: CancellationToken::new(),
     });
 
     // The admin server first: its port is never lost to a balancing, and
@@ -661,6 +668,7 @@ pub async fn run(
             };
             tokio::select! {
                 () = &mut shutdown => break,
+                () = task_state.shutdown_requested.cancelled() => break,
                 loaded = next => match loaded {
                     Some(l) => task_state.handle(l).await,
                     None => updates = None,

@@ -1,6 +1,7 @@
 //! The admin HTTP server: `/live`, `/ready`, `/metrics`, `/config`,
-//! `/endpoints`. It reads the running proxy through `AdminView` only:
-//! readiness, the metrics, the current config and balancings.
+//! `/endpoints`, and `POST /shutdown`. It reads the running proxy through
+//! `AdminView` only: readiness, the metrics, the current config and
+//! balancings; and it can ask it to shut down.
 //!
 //! The probes and `/metrics` answer every peer: the kubelet probes the pod
 //! IP and Prometheus scrapes it. `/config` and `/endpoints` show the
@@ -11,6 +12,13 @@
 //! they are; the peer address of an accepted TCP connection cannot be
 //! forged off-host without a completed handshake, and IPv4-mapped peers of
 //! the dual-stack socket are unmapped before the check.
+//!
+//! `POST /shutdown` drains and stops the proxy as SIGTERM does. It is for an
+//! app whose proxy is a plain container (the legacy sidecar mode), which
+//! nothing else stops when the app is done: a Job's pod would run forever
+//! (Istio's `/quitquitquit`, Linkerd's `/shutdown`). It answers loopback
+//! peers only, whatever `--admin-debug` says: the app's own container may
+//! stop its proxy, another pod may not.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,7 +32,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -55,6 +63,8 @@ pub(crate) trait AdminView: Send + Sync + 'static {
     fn config(&self) -> Arc<ProxyConfig>;
     /// The current runtime of every balancing, with its listener address.
     fn balancings(&self) -> Vec<(SocketAddr, Arc<Balancing>)>;
+    /// Drain and stop, as on SIGTERM.
+    fn request_shutdown(&self);
 }
 
 /// Whether the proxy is ready, and if not, why.
@@ -107,6 +117,7 @@ pub(crate) fn router(view: Arc<dyn AdminView>, debug: DebugAccess) -> Router {
             debug_access,
         ));
     Router::new()
+        .route("/shutdown", post(shutdown))
         .route("/live", get(|| async { "live\n" }))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -121,6 +132,24 @@ pub fn debug_allowed(access: DebugAccess, peer: Option<SocketAddr>) -> bool {
         DebugAccess::Any => true,
         DebugAccess::Loopback => peer.is_some_and(|p| crate::net::is_loopback_peer(p.ip())),
     }
+}
+
+/// Loopback peers only, whatever the debug access: see the module comment.
+async fn shutdown(State(state): State<AdminState>, req: Request) -> Response {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    if !debug_allowed(DebugAccess::Loopback, peer) {
+        return (
+            StatusCode::FORBIDDEN,
+            "/shutdown answers loopback peers only (the pod's own containers)\n",
+        )
+            .into_response();
+    }
+    tracing::info!("shutdown requested on the admin port");
+    state.view.request_shutdown();
+    (StatusCode::OK, "shutting down\n").into_response()
 }
 
 async fn debug_access(State(state): State<AdminState>, req: Request, next: Next) -> Response {
