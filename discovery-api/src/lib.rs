@@ -4,6 +4,8 @@
 //! no protoc; `tests/generated.rs` fails when it drifts from the proto and
 //! rewrites it with `UPDATE_GENERATED=1`.
 
+pub mod channel;
+
 /// Types and stubs of `grpcbalancer.discovery.v1`.
 #[allow(clippy::all, clippy::pedantic)]
 #[rustfmt::skip]

@@ -9,6 +9,7 @@ pub mod config_map;
 pub mod controller;
 pub mod decode;
 pub mod dirty;
+pub mod discovery;
 pub mod error;
 pub mod http;
 pub mod leader;

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use common::process::{OperatorProcess, free_port, webhook_request};
 use common::{TIMEOUT, balancing, install_crd};
 use grpc_balancer_crds::v1alpha1::GrpcBalancing;
-use grpc_balancer_operator::metrics::{Controller, ErrorKind};
+use grpc_balancer_operator::metrics::{Controller, ErrorKind, RefusalReason};
 use grpc_balancer_test_support::{ControlPlane, TestNamespace, poll_until};
 use grpc_balancer_webhook::Outcome;
 use grpc_balancer_webhook::certs::{generate, serving_names};
@@ -133,6 +133,13 @@ fn enum_values() -> BTreeMap<&'static str, BTreeSet<String>> {
         (
             "outcome",
             Outcome::ALL.iter().map(|o| o.as_str().to_owned()).collect(),
+        ),
+        (
+            "reason",
+            RefusalReason::ALL
+                .iter()
+                .map(|r| r.as_str().to_owned())
+                .collect(),
         ),
     ])
 }
