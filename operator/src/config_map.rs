@@ -13,7 +13,7 @@
 //! remove a metadata rewrite of a list that grows with the namespace;
 //! instead this loop deletes the ConfigMap when the last balancing is gone.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,8 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
 use tokio_util::sync::CancellationToken;
 
-use crate::controller::{Context, backoff};
+use crate::backoff::Failures;
+use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::metrics::CONFIG_MAP_CONTROLLER;
 use crate::names::FIELD_MANAGER;
@@ -40,7 +41,7 @@ pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
         () = stop.cancelled() => return,
         () = ctx.wait_ready() => {}
     }
-    let mut failures: HashMap<String, u32> = HashMap::new();
+    let failures = Failures::<String>::default();
     loop {
         let first = tokio::select! {
             () = stop.cancelled() => return,
@@ -63,13 +64,9 @@ pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
                 result.as_ref().err().map(Error::metric_label),
             );
             match result {
-                Ok(()) => {
-                    failures.remove(&ns);
-                }
+                Ok(()) => failures.succeeded(&ns),
                 Err(e) => {
-                    let n = failures.entry(ns.clone()).or_default();
-                    *n = n.saturating_add(1);
-                    let delay = backoff(*n);
+                    let delay = failures.failed(ns.clone());
                     tracing::warn!(namespace = %ns, error = %e, retry_in = ?delay, "proxy ConfigMap sync failed");
                     let dirty = ctx.config_dirty.clone();
                     let stop = stop.clone();

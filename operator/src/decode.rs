@@ -17,7 +17,7 @@ use kube::{Resource, ResourceExt as _};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::dirty::DirtySet;
+use crate::kube_util::dirty::DirtySet;
 use crate::metrics::{ErrorKind, ErrorLabels, GRPC_BALANCING_CONTROLLER, Metrics};
 use crate::names::FIELD_MANAGER;
 

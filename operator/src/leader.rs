@@ -4,6 +4,20 @@
 //! other gets 409 Conflict). Expiry is judged by the local clock from when
 //! this replica last saw the Lease record change, as client-go does, so
 //! clock skew between nodes does not matter.
+//!
+//! Why not a lease crate: the two kept ones were weighed against this file.
+//! `kubert`'s `LeaseManager` (0.25) and `kube-leader-election` (0.44) are
+//! built on other kube-rs releases (kube-client 1.1 and kube 4; we use
+//! kube 5), so either would bring a second Kubernetes client into the
+//! binary. And both judge expiry as `renewTime + leaseDuration` against this
+//! node's clock, so a standby whose clock runs ahead takes over a Lease that
+//! its holder still renews. `kube-leader-election` also takes the Lease over
+//! with a merge patch that carries no resourceVersion, so two standbys can
+//! both believe they won; `kubert` needs the Lease to exist before it starts.
+//! This file stays small (one loop, one round, one release) and keeps what
+//! they lack: a leader that cannot renew steps down at the renew deadline,
+//! before the others may take over, and the Lease is released only after the
+//! controllers stopped writing.
 
 use std::time::Duration;
 

@@ -11,9 +11,9 @@ use anyhow::Context as _;
 use grpc_balancer_webhook::{Serving, WebhookMetrics};
 use tokio_util::sync::CancellationToken;
 
-use crate::Settings;
+use crate::settings::Settings;
 
-/// Runs the operator ([`crate::run`]) and the webhook until `stop` is
+/// Runs the operator ([`crate::runtime::run`]) and the webhook until `stop` is
 /// cancelled or either of them ends; then stops the other and returns the
 /// first error.
 pub async fn run(
@@ -32,7 +32,7 @@ pub async fn run(
         readiness,
         stop.clone().cancelled_owned(),
     ));
-    let operator = crate::run(client, settings, stop.clone().cancelled_owned());
+    let operator = crate::runtime::run(client, settings, stop.clone().cancelled_owned());
     let mut operator = std::pin::pin!(operator);
     tokio::select! {
         result = &mut operator => {

@@ -24,6 +24,8 @@ pub mod server;
 pub mod serving;
 pub mod settings;
 pub mod sidecar;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 pub mod tls;
 
 pub use args::{

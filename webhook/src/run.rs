@@ -132,6 +132,7 @@ pub async fn run_on(
         ),
     }
 
+    readiness.set_cert(serving.clone());
     let tls = Arc::new(server_config(serving)?);
     let reviewer = Arc::new(Reviewer { settings, configs });
     tracing::info!(

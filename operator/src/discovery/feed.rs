@@ -22,22 +22,15 @@ use tokio_util::sync::CancellationToken;
 use super::hub::Hub;
 use super::state::namespace_state;
 use crate::decode::{self, Undecodable, decode_event};
-use crate::dirty::DirtySet;
+use crate::kube_util::dirty::DirtySet;
+use crate::kube_util::trim;
 use crate::metrics::Metrics;
-use crate::trim;
+use crate::settings::FeedSettings;
 
 /// How long changes are collected before a namespace is rendered.
 const DEBOUNCE: Duration = Duration::from_millis(20);
 /// How often streams whose proxies left are forgotten.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(30);
-
-/// What the feed needs to render a namespace like the ConfigMap does.
-#[derive(Debug, Clone)]
-pub struct FeedSettings {
-    pub cluster_domain: String,
-    pub proxy_admin_port: u16,
-    pub watch_namespace: Option<String>,
-}
 
 /// Namespaces to render, each with when its first change was seen.
 #[derive(Default)]

@@ -28,9 +28,6 @@ pub struct NamespaceState {
     pub endpoint_sets: BTreeMap<String, Vec<Endpoint>>,
 }
 
-/// Messages a stream may have waiting before it counts as too slow.
-pub const DEFAULT_STREAM_BUFFER: usize = 64;
-
 /// Why a watch stream ended without the server shutting down.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StreamEnd {

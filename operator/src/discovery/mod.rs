@@ -22,18 +22,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-
-/// Streams one replica serves at most.
-pub const DEFAULT_MAX_STREAMS: usize = 20_000;
-
-/// Where and how discovery is served.
-#[derive(Debug, Clone)]
-pub struct DiscoverySettings {
-    pub listen: SocketAddr,
-    pub feed: feed::FeedSettings,
-    pub max_streams: usize,
-    pub stream_buffer: usize,
-}
+pub use crate::settings::{DiscoverySettings, FeedSettings};
 
 /// A discovery server bound and ready to run.
 pub struct Discovery {

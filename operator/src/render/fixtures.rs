@@ -1,4 +1,5 @@
-//! Test objects.
+//! Test objects, for the unit tests and (with the `test-util` feature)
+//! the integration tests.
 
 use grpc_balancer_crds::v1alpha1::GrpcBalancing;
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
@@ -28,6 +29,17 @@ spec:
 /// A balancing parsed from YAML (as the apiserver would store it, minus defaults).
 pub fn balancing(yaml: &str) -> GrpcBalancing {
     serde_yaml::from_str(yaml).expect("fixture is a valid GrpcBalancing")
+}
+
+/// A balancing as a user writes it: a name and the YAML of its spec.
+pub fn with_spec(name: &str, spec_yaml: &str) -> GrpcBalancing {
+    let spec = serde_yaml::from_str(spec_yaml).expect("test spec parses");
+    GrpcBalancing::new(name, spec)
+}
+
+/// [`GREETER`]'s spec under another name, nothing else set.
+pub fn greeter(name: &str) -> GrpcBalancing {
+    GrpcBalancing::new(name, balancing(GREETER).spec)
 }
 
 /// A balancing with the given name, listener port and creation time.

@@ -13,8 +13,8 @@ pub use namespace::{Evaluation, NamespaceView, Outcome};
 pub use services::{desired_services, service_needs_apply};
 pub use status::{MAX_PODS_WITHOUT_PROXY, desired_status, pod_list};
 
-#[cfg(test)]
-pub(crate) mod fixtures;
+#[cfg(any(test, feature = "test-util"))]
+pub mod fixtures;
 
 #[cfg(test)]
 mod tests;

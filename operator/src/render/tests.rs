@@ -1,3 +1,6 @@
+//! Unit tests of the rendering: from balancings and endpoint summaries to
+//! the proxy config, the headless Services and the status.
+
 use grpc_balancer_crds::config::{self, DiscoverySource, PolicyKind};
 use grpc_balancer_crds::v1alpha1::{ConditionReason, HealthCheck, READY_CONDITION};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;

@@ -1,8 +1,6 @@
 //! The apiserver itself rejects bad GrpcBalancings, with messages that say
 //! what is wrong (schema and CEL rules of the generated CRD).
 
-mod common;
-
 use grpc_balancer_crds::v1alpha1::GrpcBalancing;
 use grpc_balancer_test_support::{ControlPlane, TestNamespace};
 use kube::api::{Api, ApiResource, DynamicObject, PostParams};
@@ -49,7 +47,7 @@ fn with(path: &str, value: Value) -> Value {
 async fn the_apiserver_rejects_invalid_specs_with_clear_messages() {
     let cp = ControlPlane::shared().await;
     let client = cp.client().await;
-    common::install_crd(&client).await;
+    crate::support::install_crd(&client).await;
     let ns = TestNamespace::new(&client, "crd-validation").await;
     let resource = ApiResource::erase::<GrpcBalancing>(&());
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns.name(), &resource);

@@ -1,10 +1,13 @@
-//! Acceptance tests of the test infrastructure, all against the real control plane
-//! (one per test binary, see `ControlPlane::shared`).
+//! Tests of the test infrastructure, linked as one binary: the acceptance
+//! tests run against the real control plane (one for the binary, see
+//! `ControlPlane::shared`); `script` runs `scripts/control-plane` as a user
+//! does, with control planes of its own.
 
 mod cluster_dns;
 mod endpointslices;
 mod kubelet;
 mod pod_security;
+mod script;
 mod webhook;
 
 use std::collections::BTreeMap;

@@ -18,8 +18,9 @@ use kube::{Client, Resource};
 use serde_json::{Value, json};
 use tower_test::mock::{self, Handle};
 
-use crate::controller::{Context, Stores, reconcile};
-use crate::dirty::DirtySet;
+use crate::context::{Context, Stores};
+use crate::controller::reconcile;
+use crate::kube_util::dirty::DirtySet;
 use crate::metrics::{ApiRequestCounter, Metrics};
 use crate::render::fixtures::{GREETER, balancing, slice};
 

@@ -2,33 +2,22 @@
 //! ConfigMap and status of a two-subset balancing through its life; a
 //! restart that writes nothing; two replicas and a leader hand-over.
 
-mod common;
-
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use common::{RunningOperator, TIMEOUT, backend_pod, balancing, install_crd};
+use crate::support::{RunningOperator, TIMEOUT, backend_pod, install_crd};
 use grpc_balancer_crds::config::{
     self, CONFIG_MAP_KEY, CONFIG_MAP_NAME, DiscoverySource, ProxyConfig,
 };
 use grpc_balancer_crds::v1alpha1::GrpcBalancing;
 use grpc_balancer_operator::metrics::{CONFIG_MAP_CONTROLLER, GRPC_BALANCING_CONTROLLER};
+use grpc_balancer_operator::render::fixtures::{greeter, with_spec};
 use grpc_balancer_test_support::{ControlPlane, TestNamespace, assert_eventually, poll_until};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 const LEASE: Duration = Duration::from_secs(4);
-
-const GREETER: &str = r#"
-selector: { app: greeter }
-port: 50051
-listenerPort: 15001
-policy: { kind: round_robin }
-subsets:
-  - { name: v1, labels: { version: v1 }, weight: 75 }
-  - { name: v2, labels: { version: v2 }, weight: 25 }
-"#;
 
 /// Three v1 and one v2 backend pods, Ready, on 127.0.<net>.x.
 async fn backends(client: &kube::Client, ns: &str, net: u8) {
@@ -147,7 +136,7 @@ async fn a_two_subset_balancing_through_its_life() {
     backends(&client, ns.name(), 41).await;
 
     let gbs: Api<GrpcBalancing> = Api::namespaced(client.clone(), ns.name());
-    gbs.create(&PostParams::default(), &balancing("greeter", GREETER))
+    gbs.create(&PostParams::default(), &greeter("greeter"))
         .await
         .expect("created");
 
@@ -310,10 +299,10 @@ async fn a_restarted_operator_converges_without_writing() {
     let ns = TestNamespace::new(&client, "op-restart").await;
     backends(&client, ns.name(), 42).await;
     let gbs: Api<GrpcBalancing> = Api::namespaced(client.clone(), ns.name());
-    gbs.create(&PostParams::default(), &balancing("greeter", GREETER))
+    gbs.create(&PostParams::default(), &greeter("greeter"))
         .await
         .expect("created");
-    let mut echo = balancing("echo", GREETER);
+    let mut echo = greeter("echo");
     echo.spec.listener_port = 15002;
     echo.spec.subsets.clear();
     gbs.create(&PostParams::default(), &echo)
@@ -387,7 +376,7 @@ async fn only_the_leader_writes_and_a_standby_takes_over_within_the_lease() {
     let (leader, standby) = if a.is_leader() { (a, b) } else { (b, a) };
 
     let gbs: Api<GrpcBalancing> = Api::namespaced(client.clone(), ns.name());
-    gbs.create(&PostParams::default(), &balancing("greeter", GREETER))
+    gbs.create(&PostParams::default(), &greeter("greeter"))
         .await
         .expect("created");
     poll_until("the proxy ConfigMap", TIMEOUT, || {
@@ -501,7 +490,7 @@ async fn two_balancings_never_apply_one_service_name() {
 
     // `a` with subset `b` and `a-b` without subsets: both `grpcb-a-b`. The
     // older keeps it (creation second, then the smaller name: `a` either way).
-    let older = balancing(
+    let older = with_spec(
         "a",
         "selector: { app: part }\nport: 50051\nlistenerPort: 15001\nsubsets:\n  - { name: b, labels: { version: b } }\n",
     );
@@ -512,7 +501,7 @@ async fn two_balancings_never_apply_one_service_name() {
         service_holder(&services, "grpcb-a-b")
     })
     .await;
-    let newer = balancing(
+    let newer = with_spec(
         "a-b",
         "selector: { app: whole }\nport: 50051\nlistenerPort: 15002\n",
     );

@@ -3,16 +3,15 @@
 //! and for each label whose values are a closed set (an enum in the code)
 //! exactly those values in the docs.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::SystemTime;
 
-use common::process::{OperatorProcess, free_port, webhook_request};
-use common::{TIMEOUT, balancing, install_crd};
+use crate::support::process::{OperatorProcess, free_port, webhook_request};
+use crate::support::{TIMEOUT, install_crd};
 use grpc_balancer_crds::v1alpha1::GrpcBalancing;
 use grpc_balancer_operator::metrics::{Controller, ErrorKind, RefusalReason};
+use grpc_balancer_operator::render::fixtures::with_spec;
 use grpc_balancer_test_support::{ControlPlane, TestNamespace, poll_until};
 use grpc_balancer_webhook::Outcome;
 use grpc_balancer_webhook::certs::{generate, serving_names};
@@ -186,7 +185,7 @@ async fn the_readme_metrics_table_matches_the_operator_process() {
     let gbs: Api<GrpcBalancing> = Api::namespaced(client.clone(), ns.name());
     gbs.create(
         &PostParams::default(),
-        &balancing(
+        &with_spec(
             "doc",
             "selector: { app: doc }\nport: 50051\nlistenerPort: 15001\n",
         ),

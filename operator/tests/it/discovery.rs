@@ -2,23 +2,21 @@
 //! ServiceAccount tokens (TokenRequest with the discovery audience), real
 //! TokenReviews, real EndpointSlices, a real tonic client over TLS.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use common::{TIMEOUT, balancing, install_crd};
+use crate::support::{TIMEOUT, install_crd};
 use grpc_balancer_crds::annotations::BALANCING_LABEL;
 use grpc_balancer_crds::v1alpha1::GrpcBalancing;
 use grpc_balancer_discovery_api::channel::{client_config, tls_channel};
 use grpc_balancer_discovery_api::v1::discovery_client::DiscoveryClient;
 use grpc_balancer_discovery_api::v1::{WatchRequest, WatchResponse};
 use grpc_balancer_discovery_api::{AUTHORIZATION, TOKEN_AUDIENCE};
-use grpc_balancer_operator::discovery::feed::FeedSettings;
-use grpc_balancer_operator::discovery::{Discovery, DiscoverySettings};
+use grpc_balancer_operator::discovery::{Discovery, DiscoverySettings, FeedSettings};
 use grpc_balancer_operator::metrics::{ApiRequestCounter, Metrics};
+use grpc_balancer_operator::render::fixtures::with_spec;
 use grpc_balancer_test_support::{ControlPlane, TestNamespace, poll_until};
 use grpc_balancer_webhook::certs::{generate, serving_names};
 use grpc_balancer_webhook::tls::{ServingCert, certified_key, server_config};
@@ -66,6 +64,7 @@ async fn start_server(client: &kube::Client, watch_namespace: Option<String>) ->
         },
         max_streams: 100,
         stream_buffer: 8,
+        epoch: "test-epoch".into(),
     };
     tokio::spawn(discovery.run(
         client.clone(),
@@ -197,7 +196,7 @@ async fn a_proxy_gets_its_namespace_snapshot_then_changes() {
     install_crd(&client).await;
     let ns = TestNamespace::new(&client, "push").await;
     let gbs: Api<GrpcBalancing> = Api::namespaced(client.clone(), ns.name());
-    gbs.create(&PostParams::default(), &balancing("greeter", SPEC))
+    gbs.create(&PostParams::default(), &with_spec("greeter", SPEC))
         .await
         .expect("balancing");
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns.name());
@@ -311,7 +310,7 @@ async fn bad_tokens_and_other_namespaces_learn_nothing() {
     let mine = TestNamespace::new(&client, "push-mine").await;
     let theirs = TestNamespace::new(&client, "push-theirs").await;
     let gbs: Api<GrpcBalancing> = Api::namespaced(client.clone(), theirs.name());
-    gbs.create(&PostParams::default(), &balancing("greeter", SPEC))
+    gbs.create(&PostParams::default(), &with_spec("greeter", SPEC))
         .await
         .expect("balancing");
     let server = start_server(&client, None).await;

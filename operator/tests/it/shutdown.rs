@@ -3,13 +3,12 @@
 //! burst of reconciles, in a steady state), well within the grace period
 //! after which they would be dropped.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{RunningOperator, balancing, install_crd};
+use crate::support::{RunningOperator, install_crd};
 use futures::{StreamExt as _, TryStreamExt as _};
 use grpc_balancer_crds::v1alpha1::GrpcBalancing;
+use grpc_balancer_operator::render::fixtures::with_spec;
 use grpc_balancer_test_support::{ControlPlane, TestNamespace, poll_until};
 use kube::api::{Api, ListParams, PostParams};
 
@@ -25,7 +24,7 @@ async fn create_balancings(api: &Api<GrpcBalancing>) {
         .map(|i| {
             let api = api.clone();
             async move {
-                let mut gb = balancing(
+                let mut gb = with_spec(
                     &format!("s{i:03}"),
                     "selector: { app: shutdown }\nport: 50051\nlistenerPort: 1\n",
                 );

@@ -4,15 +4,14 @@
 //! knows to restart it. Real apiserver, the real webhook and operator in
 //! this process.
 
-mod common;
-
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use common::webhook::{InProcessWebhook, webhook_namespace};
-use common::{RunningOperator, TIMEOUT, backend_pod, balancing, install_crd};
+use crate::support::{RunningOperator, TIMEOUT, backend_pod, install_crd};
 use grpc_balancer_crds::v1alpha1::GrpcBalancing;
+use grpc_balancer_operator::render::fixtures::with_spec;
 use grpc_balancer_test_support::{ControlPlane, poll_until};
+use grpc_balancer_webhook::test_util::{InProcessWebhook, webhook_namespace};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, PostParams};
 use serde_json::{Value, json};
@@ -64,7 +63,7 @@ async fn pods_created_before_their_balancing_was_rendered_are_listed() {
     let cp = ControlPlane::shared().await;
     let client = cp.client().await;
     install_crd(&client).await;
-    let (ns, selector) = webhook_namespace(&client, "op-env-gaps").await;
+    let ns = webhook_namespace(&client, "op-env-gaps", &[]).await;
     let op = RunningOperator::start(
         cp,
         ns.name(),
@@ -73,7 +72,7 @@ async fn pods_created_before_their_balancing_was_rendered_are_listed() {
         Duration::from_secs(4),
     )
     .await;
-    let webhook = InProcessWebhook::start(&client, &ns, &selector, "Fail").await;
+    let webhook = InProcessWebhook::start(&client, &ns, "Fail", "native").await;
     let pods: Api<Pod> = ns.api();
     let gbs: Api<GrpcBalancing> = ns.api();
     let untyped: Api<DynamicObject> = Api::namespaced_with(
@@ -85,7 +84,7 @@ async fn pods_created_before_their_balancing_was_rendered_are_listed() {
     // A named backend port no backend has yet: not rendered (PortUnresolved).
     gbs.create(
         &PostParams::default(),
-        &balancing(
+        &with_spec(
             "late",
             "selector: { app: late }\nport: grpc\nlistenerPort: 15001\n",
         ),

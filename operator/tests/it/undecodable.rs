@@ -3,14 +3,13 @@
 //! status and skipped; the other balancings of the namespace reconcile as
 //! usual, and the bad one joins them once it is fixed.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{RunningOperator, TIMEOUT, balancing, install_crd};
+use crate::support::{RunningOperator, TIMEOUT, install_crd};
 use grpc_balancer_crds::config::{self, CONFIG_MAP_KEY, CONFIG_MAP_NAME};
 use grpc_balancer_crds::v1alpha1::GrpcBalancing;
-use grpc_balancer_operator::decode::api_resource;
+use grpc_balancer_operator::api_resource;
+use grpc_balancer_operator::render::fixtures::with_spec;
 use grpc_balancer_test_support::{ControlPlane, TestNamespace, poll_until};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
@@ -80,7 +79,7 @@ async fn an_undecodable_balancing_is_reported_and_skipped() {
     typed
         .create(
             &PostParams::default(),
-            &balancing(
+            &with_spec(
                 "good",
                 "selector: { app: good }\nport: 50051\nlistenerPort: 15001\n",
             ),

@@ -2,16 +2,14 @@
 //! operator with its own counted client, backend pods played by the
 //! kubelet stand-in.
 
-#![allow(dead_code)] // each test binary uses a different subset
-
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use grpc_balancer_crds::v1alpha1::{GrpcBalancing, crd};
+use grpc_balancer_operator::LeaderSettings;
 use grpc_balancer_operator::Settings;
-use grpc_balancer_operator::leader::LeaderSettings;
 use grpc_balancer_operator::metrics::{ApiRequestCounter, Controller, ControllerLabels, Metrics};
 use grpc_balancer_test_support::{ControlPlane, kubelet, poll_until};
 use k8s_openapi::api::core::v1::{Container, ContainerPort, Pod, PodSpec};
@@ -22,7 +20,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub mod process;
-pub mod webhook;
 
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -78,6 +75,7 @@ impl RunningOperator {
             metrics: metrics.clone(),
             proxy_admin_port: grpc_balancer_crds::config::DEFAULT_ADMIN_PORT,
             webhook: None,
+            discovery: None,
         };
         let stop = CancellationToken::new();
         let task = tokio::spawn(grpc_balancer_operator::run(
@@ -181,10 +179,4 @@ pub async fn backend_pod(
     kubelet::set_pod_running(client, ns, name, ip, true)
         .await
         .expect("pod set running");
-}
-
-/// A GrpcBalancing from the YAML of its spec.
-pub fn balancing(name: &str, spec_yaml: &str) -> GrpcBalancing {
-    let spec = serde_yaml::from_str(spec_yaml).expect("test spec parses");
-    GrpcBalancing::new(name, spec)
 }

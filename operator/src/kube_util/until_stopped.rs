@@ -1,4 +1,5 @@
-//! Ending a watch stream on shutdown by dropping it.
+//! Ending a watch stream on shutdown by dropping it, and polling one that
+//! nobody else consumes until then.
 //!
 //! A reflector's `Writer` lives inside its watch stream, and
 //! `Store::wait_until_ready` resolves only when the first listing is in or
@@ -28,6 +29,17 @@ where
             item = stream.next() => item.map(|item| (item, Some((stream, stop)))),
         }
     })
+}
+
+/// Polls a watch stream (so its store stays current) until `stop`.
+pub async fn drain_until<S: Stream + Send>(stream: S, stop: CancellationToken) {
+    let mut stream = std::pin::pin!(stream);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            item = stream.next() => if item.is_none() { return },
+        }
+    }
 }
 
 #[cfg(test)]

@@ -49,6 +49,7 @@ impl OperatorProcess {
             .args(["--lease-duration", "4s"])
             .arg("--metrics-listen")
             .arg(format!("127.0.0.1:{metrics_port}"))
+            .arg(format!("--discovery-listen=127.0.0.1:{}", free_port()))
             .args(["--webhook-namespace", namespace])
             .args(extra)
             .env("RUST_LOG", "info")

@@ -3,12 +3,10 @@
 //! cannot serve takes the process down (non-zero exit, a logged reason)
 //! instead of leaving it up and Ready.
 
-mod common;
-
 use std::time::{Duration, SystemTime};
 
-use common::process::{OperatorProcess, free_port, webhook_request};
-use common::{TIMEOUT, install_crd};
+use crate::support::process::{OperatorProcess, free_port, webhook_request};
+use crate::support::{TIMEOUT, install_crd};
 use grpc_balancer_test_support::{ControlPlane, TestNamespace, poll_until};
 use grpc_balancer_webhook::certs::{generate, serving_names};
 

@@ -5,7 +5,6 @@
 //! Each test registers its own configuration, limited by a namespace label to
 //! its own namespace, so tests sharing a control plane cannot see each other.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +13,8 @@ use grpc_balancer_test_support::namespace::unique_name;
 use grpc_balancer_test_support::{ControlPlane, TestNamespace, poll_until};
 use grpc_balancer_webhook::cert_secret::{CA_KEY, CERT_KEY, CertSecret};
 use grpc_balancer_webhook::certs::serving_names;
-use grpc_balancer_webhook::{Args, Outcome, StandaloneArgs, WebhookMetrics, annotations};
+use grpc_balancer_webhook::test_util::{InProcessWebhook, SELECTOR_LABEL, webhook_namespace};
+use grpc_balancer_webhook::{Outcome, WebhookMetrics, annotations};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{DeleteParams, PostParams};
@@ -24,112 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use clap::Parser;
-
 const TIMEOUT: Duration = Duration::from_secs(60);
-const SELECTOR_LABEL: &str = "grpcbalancer.io/webhook-test";
-
-/// A webhook served by this test, registered under its own name.
-struct RunningWebhook {
-    configuration: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<anyhow::Result<()>>,
-    metrics: Arc<WebhookMetrics>,
-}
-
-impl RunningWebhook {
-    async fn start(client: &Client, ns: &TestNamespace, failure_policy: &str) -> RunningWebhook {
-        Self::start_with(client, ns, failure_policy, "auto").await
-    }
-
-    async fn start_with(
-        client: &Client,
-        ns: &TestNamespace,
-        failure_policy: &str,
-        sidecar_mode: &str,
-    ) -> RunningWebhook {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a loopback port");
-        let port = listener.local_addr().expect("an address").port();
-        let configuration = unique_name("webhook-test");
-        let argv = [
-            "grpc-balancer-webhook".to_owned(),
-            format!("--webhook-url=https://127.0.0.1:{port}/mutate"),
-            format!("--webhook-configuration={configuration}"),
-            format!("--webhook-namespace={}", ns.name()),
-            "--webhook-cert-secret=webhook-tls".to_owned(),
-            format!(
-                "--webhook-namespace-selector={SELECTOR_LABEL}={}",
-                ns.name()
-            ),
-            format!("--webhook-failure-policy={failure_policy}"),
-            "--webhook-timeout-seconds=5".to_owned(),
-            format!("--sidecar-mode={sidecar_mode}"),
-        ];
-        let args: Args = StandaloneArgs::try_parse_from(argv)
-            .expect("flags parse")
-            .webhook;
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let metrics = Arc::new(WebhookMetrics::default());
-        let task = tokio::spawn(grpc_balancer_webhook::run_on(
-            client.clone(),
-            args,
-            listener,
-            metrics.clone(),
-            grpc_balancer_webhook::Serving::default(),
-            async {
-                let _ = stop_rx.await;
-            },
-        ));
-        RunningWebhook {
-            configuration,
-            stop: Some(stop_tx),
-            task,
-            metrics,
-        }
-    }
-
-    async fn stop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let task = &mut self.task;
-        tokio::time::timeout(Duration::from_secs(20), task)
-            .await
-            .expect("the webhook stops")
-            .expect("the webhook task did not panic")
-            .expect("the webhook ended without error");
-    }
-
-    async fn unregister(&self, client: &Client) {
-        let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-        let _ = api
-            .delete(&self.configuration, &DeleteParams::default())
-            .await;
-    }
-}
-
-async fn namespace(client: &Client, prefix: &str, extra: &[(&str, &str)]) -> TestNamespace {
-    // The selector label's value is the namespace's own name, known only
-    // once created: the label is added right after.
-    let ns = TestNamespace::with_labels(client, prefix, BTreeMap::new()).await;
-    let mut labels: BTreeMap<String, String> = extra
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    labels.insert(SELECTOR_LABEL.to_owned(), ns.name().to_owned());
-    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    let patch = json!({ "metadata": { "labels": labels } });
-    api.patch(
-        ns.name(),
-        &kube::api::PatchParams::default(),
-        &kube::api::Patch::Merge(&patch),
-    )
-    .await
-    .expect("labelling the test namespace");
-    ns
-}
 
 fn pod(name: &str, inject: bool, restricted: bool) -> Pod {
     let mut annotations = serde_json::Map::new();
@@ -199,9 +94,9 @@ async fn write_proxy_config(ns: &TestNamespace) {
 async fn annotated_pods_get_the_proxy_and_others_are_untouched() {
     let cp = ControlPlane::shared().await;
     let client = cp.client().await;
-    let ns = namespace(&client, "webhook-inject", &[]).await;
+    let ns = webhook_namespace(&client, "webhook-inject", &[]).await;
     write_proxy_config(&ns).await;
-    let mut webhook = RunningWebhook::start(&client, &ns, "Fail").await;
+    let webhook = InProcessWebhook::start(&client, &ns, "Fail", "auto").await;
     let pods: Api<Pod> = ns.api();
     wait_until_injecting(&pods, false).await;
 
@@ -309,20 +204,19 @@ async fn annotated_pods_get_the_proxy_and_others_are_untouched() {
     assert!(created.metadata.annotations.unwrap_or_default().is_empty());
 
     webhook.stop().await;
-    webhook.unregister(&client).await;
 }
 
 #[tokio::test]
 async fn injected_pods_pass_pod_security_restricted() {
     let cp = ControlPlane::shared().await;
     let client = cp.client().await;
-    let ns = namespace(
+    let ns = webhook_namespace(
         &client,
         "webhook-restricted",
         &[("pod-security.kubernetes.io/enforce", "restricted")],
     )
     .await;
-    let mut webhook = RunningWebhook::start(&client, &ns, "Fail").await;
+    let webhook = InProcessWebhook::start(&client, &ns, "Fail", "auto").await;
     let pods: Api<Pod> = ns.api();
     wait_until_injecting(&pods, true).await;
 
@@ -342,18 +236,17 @@ async fn injected_pods_pass_pod_security_restricted() {
     assert!(has_proxy(&admitted));
 
     webhook.stop().await;
-    webhook.unregister(&client).await;
 }
 
 #[tokio::test]
 async fn with_the_webhook_down_and_failure_policy_ignore_pods_are_still_created() {
     let cp = ControlPlane::shared().await;
     let client = cp.client().await;
-    let ns = namespace(&client, "webhook-down", &[]).await;
-    let mut webhook = RunningWebhook::start(&client, &ns, "Ignore").await;
+    let ns = webhook_namespace(&client, "webhook-down", &[]).await;
+    let mut webhook = InProcessWebhook::start(&client, &ns, "Ignore", "auto").await;
     let pods: Api<Pod> = ns.api();
     wait_until_injecting(&pods, false).await;
-    webhook.stop().await;
+    webhook.stop_serving().await;
 
     let created = tokio::time::timeout(
         Duration::from_secs(30),
@@ -373,14 +266,14 @@ async fn with_the_webhook_down_and_failure_policy_ignore_pods_are_still_created(
         "the operator lists such pods by the missing {} annotation",
         annotations::INJECTED
     );
-    webhook.unregister(&client).await;
+    webhook.unregister().await;
 }
 
 #[tokio::test]
 async fn the_certificate_is_bootstrapped_from_an_empty_secret_and_renewed_when_emptied() {
     let cp = ControlPlane::shared().await;
     let client = cp.client().await;
-    let ns = namespace(&client, "webhook-certs", &[]).await;
+    let ns = webhook_namespace(&client, "webhook-certs", &[]).await;
     let secrets: Api<Secret> = ns.api();
     let empty: Secret = serde_json::from_value(json!({
         "metadata": { "name": "webhook-tls", "labels": { "from": "chart" } }, "type": "Opaque"
@@ -391,7 +284,7 @@ async fn the_certificate_is_bootstrapped_from_an_empty_secret_and_renewed_when_e
         .await
         .expect("creating the empty Secret");
 
-    let mut webhook = RunningWebhook::start(&client, &ns, "Fail").await;
+    let webhook = InProcessWebhook::start(&client, &ns, "Fail", "auto").await;
     let pods: Api<Pod> = ns.api();
     wait_until_injecting(&pods, false).await;
 
@@ -480,14 +373,13 @@ async fn the_certificate_is_bootstrapped_from_an_empty_secret_and_renewed_when_e
     .await;
     wait_until_injecting(&pods, false).await;
     webhook.stop().await;
-    webhook.unregister(&client).await;
 }
 
 #[tokio::test]
 async fn replicas_racing_on_a_missing_secret_agree_on_one_certificate() {
     let cp = ControlPlane::shared().await;
     let client = cp.client().await;
-    let ns = namespace(&client, "webhook-race", &[]).await;
+    let ns = webhook_namespace(&client, "webhook-race", &[]).await;
     let names = serving_names("grpc-balancer-webhook", ns.name(), &[]);
     let replicas: Vec<_> = (0..4)
         .map(|_| CertSecret::new(client.clone(), ns.name(), "raced", names.clone()))
@@ -509,13 +401,13 @@ async fn replicas_racing_on_a_missing_secret_agree_on_one_certificate() {
 async fn legacy_mode_puts_the_proxy_first_among_the_containers() {
     let cp = ControlPlane::shared().await;
     let client = cp.client().await;
-    let ns = namespace(
+    let ns = webhook_namespace(
         &client,
         "webhook-legacy",
         &[("pod-security.kubernetes.io/enforce", "restricted")],
     )
     .await;
-    let mut webhook = RunningWebhook::start_with(&client, &ns, "Fail", "legacy").await;
+    let webhook = InProcessWebhook::start(&client, &ns, "Fail", "legacy").await;
     let pods: Api<Pod> = ns.api();
     let dry_run = PostParams {
         dry_run: true,
@@ -545,7 +437,6 @@ async fn legacy_mode_puts_the_proxy_first_among_the_containers() {
     let lifecycle = spec.containers[0].lifecycle.as_ref().expect("hooks");
     assert!(lifecycle.post_start.is_some() && lifecycle.pre_stop.is_some());
     webhook.stop().await;
-    webhook.unregister(&client).await;
 }
 
 /// A second mutating webhook, called after ours (its configuration's name
@@ -660,9 +551,9 @@ impl LaterWebhook {
 async fn a_container_added_by_a_later_webhook_gets_the_env_vars() {
     let cp = ControlPlane::shared().await;
     let client = cp.client().await;
-    let ns = namespace(&client, "webhook-reinvoke", &[]).await;
+    let ns = webhook_namespace(&client, "webhook-reinvoke", &[]).await;
     write_proxy_config(&ns).await;
-    let mut webhook = RunningWebhook::start(&client, &ns, "Fail").await;
+    let webhook = InProcessWebhook::start(&client, &ns, "Fail", "auto").await;
     let later = LaterWebhook::start(&client, &ns).await;
     let pods: Api<Pod> = ns.api();
     let dry_run = PostParams {
@@ -710,5 +601,4 @@ async fn a_container_added_by_a_later_webhook_gets_the_env_vars() {
     assert_eq!(proxies, 1, "one proxy");
     later.stop(&client).await;
     webhook.stop().await;
-    webhook.unregister(&client).await;
 }

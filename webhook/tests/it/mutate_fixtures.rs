@@ -6,7 +6,7 @@
 //! the diff:
 //!
 //! ```sh
-//! UPDATE_FIXTURES=1 cargo test -p grpc-balancer-webhook --test mutate_fixtures
+//! UPDATE_FIXTURES=1 cargo test -p grpc-balancer-webhook --test it mutate_fixtures::
 //! ```
 
 use std::path::PathBuf;

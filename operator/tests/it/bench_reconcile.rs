@@ -4,21 +4,20 @@
 //! thing of size in this process). Run it with:
 //!
 //! ```sh
-//! cargo test -p grpc-balancer-operator --release --test bench_reconcile -- --ignored --nocapture
+//! cargo test -p grpc-balancer-operator --release --test it -- bench_reconcile:: --ignored --nocapture
 //! ```
 //!
 //! The second benchmark runs the release binary as its own process, so the
 //! peak RSS is the operator's alone; it needs `GRPC_BALANCER_OPERATOR_BIN`
 //! (see its docs).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{RunningOperator, balancing, install_crd};
+use crate::support::{RunningOperator, install_crd};
 use futures::{StreamExt as _, TryStreamExt as _};
 use grpc_balancer_crds::config::{self, CONFIG_MAP_KEY, CONFIG_MAP_NAME};
 use grpc_balancer_crds::v1alpha1::GrpcBalancing;
+use grpc_balancer_operator::render::fixtures::with_spec;
 use grpc_balancer_test_support::{ControlPlane, TestNamespace, poll_until};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, PostParams};
@@ -135,7 +134,7 @@ async fn create_balancings(gbs: &Api<GrpcBalancing>) {
         .map(|i| {
             let gbs = gbs.clone();
             async move {
-                let mut gb = balancing(
+                let mut gb = with_spec(
                     &format!("b{i:04}"),
                     "selector: { app: bench }\nport: 50051\nlistenerPort: 1\n",
                 );
@@ -227,6 +226,7 @@ async fn converge_one_thousand_balancings_in_a_release_process() {
         .arg(format!("127.0.0.1:{metrics_port}"))
         .arg("--webhook-listen")
         .arg(format!("127.0.0.1:{}", free_port()))
+        .arg(format!("--discovery-listen=127.0.0.1:{}", free_port()))
         .args(["--webhook-namespace", ns.name()])
         .env("RUST_LOG", "warn")
         .kill_on_drop(true)
