@@ -5,6 +5,7 @@
 //! rewrites it with `UPDATE_GENERATED=1`.
 
 pub mod channel;
+pub mod incoming;
 
 /// Types and stubs of `grpcbalancer.discovery.v1`.
 #[allow(clippy::all, clippy::pedantic)]

@@ -198,6 +198,15 @@ impl Hub {
         }
     }
 
+    /// Ends every stream (the server is stopping: its proxies reconnect to
+    /// another replica, and the graceful shutdown does not wait on streams
+    /// that never end by themselves).
+    pub fn close_all(&self) {
+        for namespace in self.lock().values_mut() {
+            namespace.subscribers.clear();
+        }
+    }
+
     /// Drops streams whose receiver is gone (their proxies disconnected
     /// while nothing was published), so a namespace without changes does
     /// not keep dead senders.

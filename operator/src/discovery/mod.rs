@@ -69,8 +69,16 @@ impl Discovery {
             stop.clone(),
         );
         let served = server::serve(self.listener, tls, service, stop.clone());
+        let close = {
+            let hub = self.hub.clone();
+            let stop = stop.clone();
+            async move {
+                stop.cancelled().await;
+                hub.close_all();
+            }
+        };
         tracing::info!(listen = %self.local_addr, "serving push discovery");
-        let (_, served) = tokio::join!(feed, served);
+        let (_, served, ()) = tokio::join!(feed, served, close);
         served.map_err(|e| anyhow::anyhow!("discovery server: {e}"))
     }
 }
