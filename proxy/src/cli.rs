@@ -13,7 +13,7 @@ use grpc_balancer_crds::config::{
 
 use crate::admin::DebugAccess;
 use crate::app::{ConfigSource, Settings};
-use crate::discovery::push::PushSettings;
+use crate::discovery::push::{CaSource, PushSettings};
 use crate::telemetry::LogFormat;
 
 #[derive(Debug, Parser)]
@@ -101,15 +101,22 @@ pub struct RunArgs {
     /// The operator's push discovery server (host:port, gRPC over TLS).
     /// While its stream is up, its config and endpoints win over the file
     /// and DNS, which take over while it is down.
-    #[arg(long, env = "GRPC_BALANCER_DISCOVERY_ADDRESS", requires_all = ["discovery_ca_file", "discovery_token_file", "pod_namespace"])]
+    #[arg(long, env = "GRPC_BALANCER_DISCOVERY_ADDRESS", requires_all = ["discovery_token_file", "pod_namespace"])]
     pub discovery_address: Option<String>,
     /// The name on the discovery server's certificate (default: the host
     /// of --discovery-address).
     #[arg(long, env = "GRPC_BALANCER_DISCOVERY_SERVER_NAME")]
     pub discovery_server_name: Option<String>,
     /// PEM file of the CA that signed the discovery server's certificate.
-    #[arg(long, env = "GRPC_BALANCER_DISCOVERY_CA_FILE")]
+    #[arg(
+        long,
+        env = "GRPC_BALANCER_DISCOVERY_CA_FILE",
+        conflicts_with = "discovery_ca"
+    )]
     pub discovery_ca_file: Option<PathBuf>,
+    /// The same CA as PEM text (what the webhook injects).
+    #[arg(long, env = "GRPC_BALANCER_DISCOVERY_CA", hide_env_values = true)]
+    pub discovery_ca: Option<String>,
     /// The projected ServiceAccount token presented to the discovery server.
     #[arg(long, env = "GRPC_BALANCER_DISCOVERY_TOKEN_FILE")]
     pub discovery_token_file: Option<PathBuf>,
@@ -162,7 +169,11 @@ impl RunArgs {
         Some(PushSettings {
             server_name: self.discovery_server_name.clone().unwrap_or(host),
             address,
-            ca_file: self.discovery_ca_file.clone()?,
+            ca: match (&self.discovery_ca, &self.discovery_ca_file) {
+                (Some(pem), _) => CaSource::Pem(pem.clone()),
+                (None, Some(file)) => CaSource::File(file.clone()),
+                (None, None) => return None,
+            },
             token_file: self.discovery_token_file.clone()?,
             namespace: self.pod_namespace.clone()?,
             pod_name: self.pod_name.clone(),

@@ -36,14 +36,24 @@ pub struct PushSettings {
     pub address: String,
     /// The name on the server's certificate.
     pub server_name: String,
-    /// PEM bundle of the CA to trust (re-read on every connect: it rotates).
-    pub ca_file: PathBuf,
+    /// The CA to trust.
+    pub ca: CaSource,
     /// The projected ServiceAccount token (re-read on every connect: the
     /// kubelet refreshes it).
     pub token_file: PathBuf,
     /// This pod's namespace and name.
     pub namespace: String,
     pub pod_name: String,
+}
+
+/// Where the CA bundle comes from.
+#[derive(Debug, Clone)]
+pub enum CaSource {
+    /// PEM text (the webhook injects it into the pod spec, as Linkerd does
+    /// its trust anchors).
+    Pem(String),
+    /// A PEM file, re-read on every connect.
+    File(PathBuf),
 }
 
 /// Back-off between connection attempts: doubling from the first to the
@@ -364,12 +374,12 @@ pub fn backoff(failures: u32, unit: f64) -> Duration {
 /// snapshot was applied (the connection worked: back-off starts over).
 async fn stream_once(settings: &PushSettings, state: &PushState) -> Result<bool, (bool, String)> {
     let fail = |e: String| (false, e);
-    let ca = tokio::fs::read(&settings.ca_file).await.map_err(|e| {
-        fail(format!(
-            "reading the CA {}: {e}",
-            settings.ca_file.display()
-        ))
-    })?;
+    let ca = match &settings.ca {
+        CaSource::Pem(pem) => pem.clone().into_bytes(),
+        CaSource::File(path) => tokio::fs::read(path)
+            .await
+            .map_err(|e| fail(format!("reading the CA {}: {e}", path.display())))?,
+    };
     let token = tokio::fs::read_to_string(&settings.token_file)
         .await
         .map_err(|e| {

@@ -20,7 +20,7 @@ use grpc_balancer_discovery_api::v1::discovery_server::{
 use grpc_balancer_discovery_api::v1::{Endpoint, EndpointSet, WatchRequest, WatchResponse};
 use grpc_balancer_greeter::{BackendOptions, RunningBackend};
 use grpc_balancer_proxy::ConfigSource;
-use grpc_balancer_proxy::discovery::push::PushSettings;
+use grpc_balancer_proxy::discovery::push::{CaSource, PushSettings};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -230,7 +230,7 @@ fn push_settings(dir: &Path, addr: SocketAddr, ca_pem: &str, token: &str) -> Pus
     PushSettings {
         address: addr.to_string(),
         server_name: "discovery.test".into(),
-        ca_file: dir.join("ca.crt"),
+        ca: CaSource::File(dir.join("ca.crt")),
         token_file: dir.join("token"),
         namespace: "push".into(),
         pod_name: "client".into(),
