@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::transport::Channel;
 
-const SPEC: &str = "selector: { app: g }\nport: 50051\nlistenerPort: 15001\nsubsets:\n  - { name: v1, labels: { version: v1 } }\n";
+pub(crate) const SPEC: &str = "selector: { app: g }\nport: 50051\nlistenerPort: 15001\nsubsets:\n  - { name: v1, labels: { version: v1 } }\n";
 
 struct Server {
     addr: SocketAddr,
@@ -91,7 +91,7 @@ fn channel(server: &Server) -> Channel {
     .expect("channel")
 }
 
-async fn token(client: &kube::Client, ns: &str, sa: &str, audience: &str) -> String {
+pub(crate) async fn token(client: &kube::Client, ns: &str, sa: &str, audience: &str) -> String {
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
     if sas.get_opt(sa).await.expect("get SA").is_none() {
         let account = ServiceAccount {
@@ -150,7 +150,7 @@ async fn next(stream: &mut tonic::Streaming<WatchResponse>) -> WatchResponse {
         .expect("stream open")
 }
 
-fn slice(name: &str, service: &str, endpoints: Vec<Endpoint>) -> EndpointSlice {
+pub(crate) fn slice(name: &str, service: &str, endpoints: Vec<Endpoint>) -> EndpointSlice {
     EndpointSlice {
         metadata: ObjectMeta {
             name: Some(name.into()),
@@ -171,7 +171,7 @@ fn slice(name: &str, service: &str, endpoints: Vec<Endpoint>) -> EndpointSlice {
     }
 }
 
-fn endpoint(ip: &str, pod: &str, terminating: bool) -> Endpoint {
+pub(crate) fn endpoint(ip: &str, pod: &str, terminating: bool) -> Endpoint {
     Endpoint {
         addresses: vec![ip.into()],
         conditions: Some(EndpointConditions {

@@ -6,6 +6,7 @@
 
 mod support;
 
+mod bench_discovery;
 mod bench_reconcile;
 mod crd_validation;
 mod discovery;
