@@ -488,6 +488,7 @@ async fn follow(
         id,
     };
     let mut last_pushed: Option<Vec<SocketAddr>> = None;
+    let mut switch = Switch::default();
     loop {
         changed.borrow_and_update();
         match state.routable(&name) {
@@ -498,7 +499,7 @@ async fn follow(
                 }
                 if last_pushed.as_ref() != Some(&addrs) {
                     last_pushed = Some(addrs.clone());
-                    if tx.send(Ok(Update::Reset(addrs))).await.is_err() {
+                    if tx.send(Ok(switch.set(Source::Push, addrs))).await.is_err() {
                         return;
                     }
                 }
@@ -521,11 +522,28 @@ async fn follow(
                 None => std::future::pending().await,
             }
         };
+        let settle = async {
+            match switch.pending_until() {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = tx.closed() => return,
             r = changed.changed() => if r.is_err() { return },
+            () = settle => {
+                if let Some(reset) = switch.settle()
+                    && tx.send(Ok(reset)).await.is_err()
+                {
+                    return;
+                }
+            }
             update = dns_next => match update {
                 Some(update) => {
+                    let update = match update {
+                        Ok(Update::Reset(addrs)) => Ok(switch.set(Source::Dns, addrs)),
+                        other => other,
+                    };
                     if tx.send(update).await.is_err() {
                         return;
                     }
@@ -537,6 +555,55 @@ async fn follow(
                 }
             },
         }
+    }
+}
+
+/// How long the endpoints of the previous source stay beside those of the
+/// new one after a switch (push to DNS or back): make before break, so the
+/// new endpoints connect before the old ones stop taking calls. Within one
+/// source a set replaces the previous one at once (a terminating endpoint
+/// gets no new call).
+const SWITCH_GRACE: Duration = Duration::from_secs(2);
+
+/// Turns sets from either source into updates, adding before removing when
+/// the source changes: for [`SWITCH_GRACE`] the previous source's last set
+/// stays beside the new source's current one.
+#[derive(Default)]
+struct Switch {
+    source: Option<Source>,
+    current: Vec<SocketAddr>,
+    /// Until when, and the previous source's set.
+    pending: Option<(tokio::time::Instant, Vec<SocketAddr>)>,
+}
+
+impl Switch {
+    fn set(&mut self, source: Source, addrs: Vec<SocketAddr>) -> Update {
+        if self.source.is_some_and(|s| s != source) && self.pending.is_none() {
+            let previous = std::mem::take(&mut self.current);
+            self.pending = Some((tokio::time::Instant::now() + SWITCH_GRACE, previous));
+        }
+        self.source = Some(source);
+        self.current = addrs;
+        match &self.pending {
+            Some((_, previous)) => {
+                let mut both = previous.clone();
+                both.extend(self.current.iter().copied());
+                both.sort();
+                both.dedup();
+                Update::Reset(both)
+            }
+            None => Update::Reset(self.current.clone()),
+        }
+    }
+
+    fn pending_until(&self) -> Option<tokio::time::Instant> {
+        self.pending.as_ref().map(|(at, _)| *at)
+    }
+
+    fn settle(&mut self) -> Option<Update> {
+        self.pending
+            .take()
+            .map(|_| Update::Reset(self.current.clone()))
     }
 }
 
@@ -694,6 +761,26 @@ mod tests {
             "the new snapshot does not have it"
         );
         assert_eq!(state.routable("b"), Some(vec![]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_source_switch_adds_before_it_removes() {
+        let mut switch = Switch::default();
+        let a = addr("10.0.0.1:1");
+        let b = addr("10.0.0.2:1");
+        let c = addr("10.0.0.3:1");
+        assert_eq!(switch.set(Source::Push, vec![a]), Update::Reset(vec![a]));
+        // Within the stream: at once.
+        assert_eq!(switch.set(Source::Push, vec![b]), Update::Reset(vec![b]));
+        // To DNS: the pushed set stays beside DNS's for the grace...
+        assert_eq!(switch.set(Source::Dns, vec![c]), Update::Reset(vec![b, c]));
+        // ...while DNS's own changes apply at once...
+        assert_eq!(switch.set(Source::Dns, vec![a]), Update::Reset(vec![a, b]));
+        assert!(switch.pending_until().is_some());
+        // ...and then only DNS's set is left.
+        assert_eq!(switch.settle(), Some(Update::Reset(vec![a])));
+        assert_eq!(switch.settle(), None);
+        assert_eq!(switch.set(Source::Dns, vec![c]), Update::Reset(vec![c]));
     }
 
     #[test]
