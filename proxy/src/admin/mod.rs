@@ -37,7 +37,10 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use grpc_balancer_crds::config::DiscoverySource;
+
 use crate::balancer::Balancing;
+use crate::discovery::push::{Freshness, PushState, Source};
 use crate::endpoint::ConnState;
 use crate::metrics::{
     BalancingLabels, EndpointStateLabel, EndpointStateLabels, LabelValue as _, Metrics,
@@ -65,6 +68,10 @@ pub(crate) trait AdminView: Send + Sync + 'static {
     fn balancings(&self) -> Vec<(SocketAddr, Arc<Balancing>)>;
     /// Drain and stop, as on SIGTERM.
     fn request_shutdown(&self);
+    /// The push discovery stream's view, when one is configured.
+    fn push(&self) -> Option<&PushState>;
+    /// Where the config in force came from: `push`, `file` or `flags`.
+    fn config_source(&self) -> &'static str;
 }
 
 /// Whether the proxy is ready, and if not, why.
@@ -255,7 +262,12 @@ async fn config(State(state): State<AdminState>) -> Response {
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct EndpointsView {
+    /// `push`, `file` or `flags`.
+    config_source: &'static str,
+    /// The push stream (absent: not configured).
+    push: Option<Freshness>,
     balancings: Vec<BalancingView>,
 }
 
@@ -266,6 +278,10 @@ struct BalancingView {
     listen: String,
     policy: String,
     queued_calls: u32,
+    /// The pushed namespace version this balancing's view is at, and its
+    /// age in seconds (absent: not from the push stream).
+    version: Option<u64>,
+    age_seconds: Option<f64>,
     subsets: Vec<SubsetView>,
 }
 
@@ -275,6 +291,8 @@ struct SubsetView {
     name: String,
     weight: u32,
     discovered: bool,
+    /// Where its endpoints come from now: `push`, `dns` or `static`.
+    source: &'static str,
     endpoints: Vec<EndpointView>,
 }
 
@@ -291,6 +309,25 @@ struct EndpointView {
 }
 
 async fn endpoints(State(state): State<AdminState>) -> Response {
+    let push = state.view.push();
+    let freshness = push.map(PushState::freshness);
+    let pushed = freshness.as_ref().filter(|f| f.connected);
+    let source_of = |b: &Balancing, subset: &str| -> &'static str {
+        let discovery = b
+            .config
+            .subsets
+            .iter()
+            .find(|s| s.name == subset)
+            .and_then(|s| s.discovery.source());
+        match discovery {
+            Some(DiscoverySource::Static(_)) => Source::Static.as_str(),
+            Some(DiscoverySource::Dns(d)) => push
+                .and_then(|p| p.source_of(&d.name))
+                .unwrap_or(Source::Dns)
+                .as_str(),
+            None => "none",
+        }
+    };
     let balancings = state
         .view
         .balancings()
@@ -300,6 +337,8 @@ async fn endpoints(State(state): State<AdminState>) -> Response {
             listen: addr.to_string(),
             policy: b.config.policy.kind.to_string(),
             queued_calls: b.pending(),
+            version: pushed.map(|f| f.version),
+            age_seconds: pushed.and_then(|f| f.age_seconds),
             subsets: b
                 .subsets
                 .iter()
@@ -307,6 +346,7 @@ async fn endpoints(State(state): State<AdminState>) -> Response {
                     name: s.shared.name.to_string(),
                     weight: s.weight,
                     discovered: s.shared.discovered.load(Ordering::Acquire),
+                    source: source_of(&b, &s.shared.name),
                     endpoints: s
                         .set
                         .load()
@@ -326,5 +366,10 @@ async fn endpoints(State(state): State<AdminState>) -> Response {
                 .collect(),
         })
         .collect();
-    axum::Json(EndpointsView { balancings }).into_response()
+    axum::Json(EndpointsView {
+        config_source: state.view.config_source(),
+        push: freshness,
+        balancings,
+    })
+    .into_response()
 }
