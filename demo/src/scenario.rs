@@ -270,6 +270,7 @@ impl Demo<'_> {
 
         let metrics = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
         let webhook = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+        let discovery = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
         let url = format!("https://{webhook}/mutate");
         // The chart's own MutatingWebhookConfiguration, pointed at the local
         // webhook by its `webhook.url` value; the operator then does what it
@@ -282,6 +283,7 @@ impl Demo<'_> {
         let args: Vec<String> = vec![
             format!("--metrics-listen={metrics}"),
             format!("--webhook-listen={webhook}"),
+            format!("--discovery-listen={discovery}"),
             format!("--webhook-namespace={SYSTEM_NS}"),
             format!("--webhook-configuration={mwc}"),
             format!("--leader-election-namespace={SYSTEM_NS}"),

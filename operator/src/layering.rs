@@ -22,6 +22,7 @@ const LAYERS: &[&str] = &[
     "context",
     "controller",
     "config_map",
+    "discovery",
     "http",
     "runtime",
     "with_webhook",

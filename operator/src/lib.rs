@@ -14,7 +14,8 @@
 //!   `render` (pure: specs and stores in, desired objects out);
 //! - `context`: the stores and the queries on them;
 //! - `controller` (the reconcile of one balancing) and `config_map` (the
-//!   renderer of one namespace's ConfigMap);
+//!   renderer of one namespace's ConfigMap), `discovery` (the push discovery
+//!   server every replica runs, with watches of its own);
 //! - `http` (metrics and probes), `runtime` (starts and wires it all),
 //!   `with_webhook` (the operator and the webhook in one process).
 //!
@@ -29,6 +30,7 @@ pub(crate) mod config_map;
 pub(crate) mod context;
 pub(crate) mod controller;
 pub(crate) mod decode;
+pub mod discovery;
 pub(crate) mod error;
 pub(crate) mod http;
 pub(crate) mod kube_util;
@@ -48,7 +50,7 @@ pub use decode::api_resource;
 pub use error::{Error, Result};
 pub use leader::LeaderSettings;
 pub use runtime::run;
-pub use settings::{OperatorArgs, Settings};
+pub use settings::{DiscoverySettings, FeedSettings, OperatorArgs, Settings};
 
 use crate::metrics::{ApiRequestCounter, CountApiRequests};
 

@@ -98,6 +98,84 @@ pub struct Metrics {
     /// Times the controllers outlived the shutdown grace and were dropped.
     pub forced_stops: Counter,
     pub api_requests: ApiRequestCounter,
+    pub discovery: Arc<DiscoveryMetrics>,
+}
+
+label_values! {
+    /// Why a discovery stream was refused (the `reason` label).
+    pub enum RefusalReason {
+        /// No `authorization` metadata.
+        NoToken => "no_token",
+        /// A header or request that does not parse.
+        Malformed => "malformed",
+        /// The apiserver refused the token (invalid, expired, wrong
+        /// audience, not a ServiceAccount's).
+        BadToken => "bad_token",
+        /// The token is another namespace's.
+        OtherNamespace => "other_namespace",
+        /// The TokenReview itself failed (apiserver unreachable).
+        ReviewFailed => "review_failed",
+        /// The replica holds its maximum of streams.
+        TooManyStreams => "too_many_streams",
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    pub reason: RefusalReason,
+}
+
+/// The push discovery server's metrics.
+pub struct DiscoveryMetrics {
+    /// Proxy streams connected to this replica.
+    pub streams: Gauge,
+    pub refusals: Family<RefusalLabels, Counter>,
+    /// Streams dropped because their buffer was full.
+    pub slow_streams_dropped: Counter,
+    /// From a change seen by the watch to its message handed to a stream.
+    pub fanout: Histogram,
+}
+
+impl DiscoveryMetrics {
+    fn new() -> Self {
+        let refusals = Family::<RefusalLabels, Counter>::default();
+        for &reason in RefusalReason::ALL {
+            let _ = refusals.get_or_create(&RefusalLabels { reason });
+        }
+        DiscoveryMetrics {
+            streams: Gauge::default(),
+            refusals,
+            slow_streams_dropped: Counter::default(),
+            fanout: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+        }
+    }
+
+    pub fn refused(&self, reason: RefusalReason) {
+        self.refusals.get_or_create(&RefusalLabels { reason }).inc();
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "discovery_streams",
+            "Proxy discovery streams connected to this replica",
+            self.streams.clone(),
+        );
+        registry.register(
+            "discovery_refused_streams",
+            "Discovery streams refused, by reason",
+            self.refusals.clone(),
+        );
+        registry.register(
+            "discovery_slow_streams_dropped",
+            "Discovery streams dropped because they fell a full buffer behind",
+            self.slow_streams_dropped.clone(),
+        );
+        registry.register(
+            "discovery_fanout_seconds",
+            "Time from a change seen by the watch to its message handed to a proxy's stream",
+            self.fanout.clone(),
+        );
+    }
 }
 
 impl Metrics {
@@ -145,8 +223,11 @@ impl Metrics {
             "Requests sent to the Kubernetes API, by verb and resource",
             api_requests.family.clone(),
         );
+        let discovery = Arc::new(DiscoveryMetrics::new());
+        discovery.register(&mut registry);
         Metrics {
             registry,
+            discovery,
             reconciles,
             errors,
             duration,

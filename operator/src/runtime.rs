@@ -23,6 +23,7 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use grpc_balancer_crds::annotations::BALANCING_LABEL;
 use grpc_balancer_crds::v1alpha1::GrpcBalancing;
+use grpc_balancer_webhook::tls::server_config;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DynamicObject};
@@ -37,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use crate::context::{Context, Stores, asks_for_injection, may_share_services};
 use crate::controller;
 use crate::decode::{self, Undecodable, decode_event};
+use crate::discovery::Discovery;
 use crate::http;
 use crate::kube_util::dirty::DirtySet;
 use crate::kube_util::scoped_api;
@@ -98,6 +100,63 @@ pub async fn run(
         }
     };
 
+    let discovery = match settings.discovery.clone() {
+        Some(discovery) => {
+            let bound = Discovery::bind(
+                discovery.listen,
+                discovery.epoch.clone(),
+                discovery.stream_buffer,
+            )
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("cannot listen on {} for discovery: {e}", discovery.listen)
+            })?;
+            Some((bound, discovery))
+        }
+        None => None,
+    };
+    // Every replica serves discovery, leader or not, with the webhook's
+    // certificate (plaintext only without a webhook: the controller tests).
+    let discovery = {
+        let client = client.clone();
+        let webhook = settings.webhook.clone();
+        let metrics = metrics.clone();
+        let stop = stop.clone();
+        async move {
+            let Some((bound, discovery)) = discovery else {
+                return;
+            };
+            let tls = match webhook {
+                None => None,
+                Some(webhook) => {
+                    let cert = tokio::select! {
+                        () = stop.cancelled() => return,
+                        cert = webhook.serving_cert() => cert,
+                    };
+                    match cert.map(server_config) {
+                        Some(Ok(config)) => Some(Arc::new(config)),
+                        Some(Err(e)) => {
+                            tracing::error!(error = %e, "discovery: TLS settings refused; stopping");
+                            stop.cancel();
+                            return;
+                        }
+                        None => return,
+                    }
+                }
+            };
+            if let Err(e) = bound
+                .run(client, discovery, tls, metrics, stop.clone())
+                .await
+            {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "discovery server failed; stopping"
+                );
+                stop.cancel();
+            }
+        }
+    };
+
     let shutdown_watch = {
         let stop = stop.clone();
         async move {
@@ -152,7 +211,7 @@ pub async fn run(
         stop.cancel();
     };
 
-    tokio::join!(shutdown_watch, elector, terms, server);
+    tokio::join!(shutdown_watch, elector, terms, server, discovery);
     LeaderElector::release(client, &settings.leader).await;
     Ok(())
 }

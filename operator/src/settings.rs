@@ -29,6 +29,34 @@ pub struct Settings {
     /// Whether the webhook this process serves answers; `/readyz` waits for
     /// it. `None`: no webhook in this process (tests of the controllers).
     pub webhook: Option<Serving>,
+    /// The push discovery server; `None`: not served.
+    pub discovery: Option<DiscoverySettings>,
+}
+
+/// Discovery streams one replica serves at most.
+pub const DEFAULT_MAX_STREAMS: usize = 20_000;
+/// Messages a discovery stream may have waiting before it counts as too slow.
+pub const DEFAULT_STREAM_BUFFER: usize = 64;
+
+/// Where and how push discovery is served.
+#[derive(Debug, Clone)]
+pub struct DiscoverySettings {
+    pub listen: SocketAddr,
+    pub feed: FeedSettings,
+    pub max_streams: usize,
+    pub stream_buffer: usize,
+    /// Names this server instance in every message: versions of different
+    /// epochs are not comparable.
+    pub epoch: String,
+}
+
+/// What the discovery feed needs to render a namespace as the ConfigMap
+/// renderer does.
+#[derive(Debug, Clone)]
+pub struct FeedSettings {
+    pub cluster_domain: String,
+    pub proxy_admin_port: u16,
+    pub watch_namespace: Option<String>,
 }
 
 /// Command-line flags of the operator (each with an environment fallback).
@@ -72,6 +100,21 @@ pub struct OperatorArgs {
         default_value = "cluster.local"
     )]
     pub cluster_domain: String,
+    /// Address of the push discovery gRPC server (TLS, the webhook's
+    /// certificate), served by every replica.
+    #[arg(
+        long,
+        env = "GRPC_BALANCER_DISCOVERY_LISTEN",
+        default_value = "0.0.0.0:15012"
+    )]
+    pub discovery_listen: SocketAddr,
+    /// Discovery streams one replica holds at most; more are refused.
+    #[arg(long, env = "GRPC_BALANCER_DISCOVERY_MAX_STREAMS", default_value_t = DEFAULT_MAX_STREAMS)]
+    pub discovery_max_streams: usize,
+    /// Messages a discovery stream may have waiting; a proxy further
+    /// behind is dropped and reconnects for a snapshot.
+    #[arg(long, env = "GRPC_BALANCER_DISCOVERY_STREAM_BUFFER", default_value_t = DEFAULT_STREAM_BUFFER)]
+    pub discovery_stream_buffer: usize,
 }
 
 fn parse_lease_duration(s: &str) -> Result<Duration, String> {
@@ -94,6 +137,12 @@ impl OperatorArgs {
         proxy_admin_port: u16,
     ) -> Settings {
         let identity = self.pod_name.clone().unwrap_or_else(hostname);
+        // A restarted replica keeps its name; its versions start over.
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or_default();
+        let epoch = format!("{identity}-{started}");
         let mut metrics = Metrics::new(api_requests);
         webhook.register(&mut metrics.registry);
         Settings {
@@ -109,6 +158,17 @@ impl OperatorArgs {
             metrics: Arc::new(metrics),
             proxy_admin_port,
             webhook: None,
+            discovery: Some(DiscoverySettings {
+                listen: self.discovery_listen,
+                feed: FeedSettings {
+                    cluster_domain: self.cluster_domain.clone(),
+                    proxy_admin_port,
+                    watch_namespace: self.watch_namespace.clone(),
+                },
+                max_streams: self.discovery_max_streams,
+                stream_buffer: self.discovery_stream_buffer,
+                epoch,
+            }),
         }
     }
 }

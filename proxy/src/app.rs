@@ -26,6 +26,7 @@ use crate::admin::{self, AdminView, DebugAccess, Readiness};
 use crate::balancer::Balancing;
 use crate::call;
 use crate::config_watch::{self, Loaded};
+use crate::discovery::push::{self, PushDiscover, PushSettings, PushState};
 use crate::discovery::{Discover, SystemDiscover};
 use crate::metrics::{BalancingLabels, LabelValue as _, Metrics, ReloadResult, ResultLabels};
 use crate::transport::client::ConnectSettings;
@@ -57,8 +58,11 @@ pub struct Settings {
     pub warm_up: Duration,
     /// How often a listener that could not bind is tried again.
     pub bind_retry: Duration,
-    /// Overrides discovery (tests, or a push source).
+    /// Overrides discovery (tests).
     pub discover: Option<Arc<dyn Discover>>,
+    /// The operator's push discovery stream, trusted over DNS and the
+    /// config file while it is connected.
+    pub push: Option<PushSettings>,
 }
 
 impl Settings {
@@ -74,6 +78,7 @@ impl Settings {
             warm_up: Duration::from_secs(2),
             bind_retry: Duration::from_secs(1),
             discover: None,
+            push: None,
         }
     }
 }
@@ -124,6 +129,12 @@ pub struct AppState {
     bind_retry: Duration,
     /// The admin server's address, which no balancing may take.
     admin_addr: OnceLock<SocketAddr>,
+    /// Cancelled by `POST /shutdown`: stops the proxy as `shutdown` does.
+    shutdown_requested: CancellationToken,
+    /// The push stream's view, when one is configured.
+    push: Option<Arc<PushState>>,
+    /// Where the config in force came from (`CONFIG_FROM_*`).
+    config_source: std::sync::atomic::AtomicU8,
 }
 
 impl AdminView for AppState {
@@ -157,9 +168,36 @@ impl AdminView for AppState {
     fn balancings(&self) -> Vec<(SocketAddr, Arc<Balancing>)> {
         AppState::balancings(self)
     }
+
+    fn request_shutdown(&self) {
+        self.shutdown_requested.cancel();
+    }
+
+    fn push(&self) -> Option<&PushState> {
+        self.push.as_deref()
+    }
+
+    fn config_source(&self) -> &'static str {
+        match self.config_source.load(Ordering::Acquire) {
+            CONFIG_FROM_PUSH => "push",
+            CONFIG_FROM_FLAGS => "flags",
+            _ => "file",
+        }
+    }
 }
 
+const CONFIG_FROM_FILE: u8 = 0;
+const CONFIG_FROM_PUSH: u8 = 1;
+const CONFIG_FROM_FLAGS: u8 = 2;
+
 impl AppState {
+    /// Whether the config in force came from a connected push stream.
+    fn push_config_active(&self) -> bool {
+        self.push
+            .as_ref()
+            .is_some_and(|p| p.is_connected() && p.config().borrow().is_some())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Balancings> {
         self.running.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -502,6 +540,22 @@ impl AppState {
     }
 }
 
+/// The pushed config document as if read from the file: the same parser,
+/// the same partial acceptance. An empty document (the namespace has no
+/// balancing) is treated like a missing file: what runs keeps running.
+fn parse_pushed(text: &str) -> Loaded {
+    if text.is_empty() {
+        return Loaded::Missing;
+    }
+    match config::parse_yaml_partial(text) {
+        Ok(partial) => Loaded::Config(partial),
+        Err(source) => Loaded::Failed(config_watch::LoadError::Invalid {
+            path: "<push discovery>".into(),
+            source,
+        }),
+    }
+}
+
 /// Stops accepting, sends GOAWAY downstream, waits for calls in flight (up to
 /// the drain timeout), then stops discovery and connections.
 async fn drain(r: Running, timeout: Duration) {
@@ -584,10 +638,27 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<RunningProxy> {
     let (metrics, registry) = Metrics::new();
-    let discover = settings
+    let mut discover = settings
         .discover
         .clone()
         .unwrap_or_else(|| Arc::new(SystemDiscover::new(settings.dns_server)));
+    let push_stop = CancellationToken::new();
+    let mut pushed_config = None;
+    let push = settings.push.clone().map(|push_settings| {
+        let state = Arc::new(PushState::new(metrics.push.clone()));
+        // Subscribed before the client starts, and looked at once whatever
+        // happens: a config pushed before the loop below runs still applies.
+        let mut config = state.config();
+        config.mark_changed();
+        pushed_config = Some(config);
+        discover = Arc::new(PushDiscover::new(state.clone(), discover.clone()));
+        tokio::spawn(push::run_client(
+            push_settings,
+            state.clone(),
+            push_stop.clone(),
+        ));
+        state
+    });
     let state = Arc::new(AppState {
         running: Mutex::new(Balancings::default()),
         config: ArcSwap::from_pointee(ProxyConfig::default()),
@@ -601,6 +672,9 @@ pub async fn run(
         warm_up: settings.warm_up,
         bind_retry: settings.bind_retry,
         admin_addr: OnceLock::new(),
+        shutdown_requested: CancellationToken::new(),
+        push: push.clone(),
+        config_source: std::sync::atomic::AtomicU8::new(CONFIG_FROM_FILE),
     });
 
     // The admin server first: its port is never lost to a balancing, and
@@ -620,6 +694,9 @@ pub async fn run(
     let mut updates = None;
     match &settings.config {
         ConfigSource::Fixed(c) => {
+            state
+                .config_source
+                .store(CONFIG_FROM_FLAGS, Ordering::Release);
             // The command-line form has no file to fix: fail at once.
             let errors = state.apply(c.clone(), &[]).await;
             if !errors.is_empty() {
@@ -659,17 +736,44 @@ pub async fn run(
                     std::future::pending::<()>().await;
                 }
             };
+            let pushed = async {
+                match &mut pushed_config {
+                    Some(rx) => rx.changed().await.ok(),
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = &mut shutdown => break,
+                () = task_state.shutdown_requested.cancelled() => break,
                 loaded = next => match loaded {
-                    Some(l) => task_state.handle(l).await,
+                    // The stream is trusted over the file while it is up; a
+                    // file change made meanwhile is older news. The next
+                    // change after the stream is lost applies.
+                    Some(_) if task_state.push_config_active() => {
+                        tracing::info!("config file changed; the push stream's config stays in force while connected");
+                    }
+                    Some(l) => {
+                        task_state.config_source.store(CONFIG_FROM_FILE, Ordering::Release);
+                        task_state.handle(l).await;
+                    }
                     None => updates = None,
+                },
+                changed = pushed => match changed {
+                    Some(()) => {
+                        let text = pushed_config.as_mut().and_then(|rx| rx.borrow_and_update().clone());
+                        if let Some(text) = text {
+                            task_state.config_source.store(CONFIG_FROM_PUSH, Ordering::Release);
+                            task_state.handle(parse_pushed(&text)).await;
+                        }
+                    }
+                    None => pushed_config = None,
                 },
                 () = retry => task_state.retry_unbound(),
             }
         }
         tracing::info!(timeout = ?task_state.drain_timeout, "shutting down: draining calls in flight");
         task_state.draining.store(true, Ordering::Release);
+        push_stop.cancel();
         stop_all(&task_state).await;
         admin_stop.cancel();
         // A scraper holding a connection open must not hold the exit.

@@ -13,6 +13,7 @@ use grpc_balancer_crds::config::{
 
 use crate::admin::DebugAccess;
 use crate::app::{ConfigSource, Settings};
+use crate::discovery::push::{CaSource, PushSettings};
 use crate::telemetry::LogFormat;
 
 #[derive(Debug, Parser)]
@@ -97,6 +98,34 @@ pub struct RunArgs {
     pub threads: usize,
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// The operator's push discovery server (host:port, gRPC over TLS).
+    /// While its stream is up, its config and endpoints win over the file
+    /// and DNS, which take over while it is down.
+    #[arg(long, env = "GRPC_BALANCER_DISCOVERY_ADDRESS", requires_all = ["discovery_token_file", "pod_namespace"])]
+    pub discovery_address: Option<String>,
+    /// The name on the discovery server's certificate (default: the host
+    /// of --discovery-address).
+    #[arg(long, env = "GRPC_BALANCER_DISCOVERY_SERVER_NAME")]
+    pub discovery_server_name: Option<String>,
+    /// PEM file of the CA that signed the discovery server's certificate.
+    #[arg(
+        long,
+        env = "GRPC_BALANCER_DISCOVERY_CA_FILE",
+        conflicts_with = "discovery_ca"
+    )]
+    pub discovery_ca_file: Option<PathBuf>,
+    /// The same CA as PEM text (what the webhook injects).
+    #[arg(long, env = "GRPC_BALANCER_DISCOVERY_CA", hide_env_values = true)]
+    pub discovery_ca: Option<String>,
+    /// The projected ServiceAccount token presented to the discovery server.
+    #[arg(long, env = "GRPC_BALANCER_DISCOVERY_TOKEN_FILE")]
+    pub discovery_token_file: Option<PathBuf>,
+    /// This pod's namespace: the one whose balancings are streamed.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub pod_namespace: Option<String>,
+    /// This pod's name (for the server's logs).
+    #[arg(long, env = "POD_NAME", default_value = "")]
+    pub pod_name: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,7 +154,30 @@ impl RunArgs {
         s.connect.ping_timeout = self.upstream_ping_timeout;
         s.dns_server = self.dns_server;
         s.drain_timeout = self.drain_timeout;
+        s.push = self.push_settings();
         Ok(s)
+    }
+
+    fn push_settings(&self) -> Option<PushSettings> {
+        let address = self.discovery_address.clone()?;
+        let host = address
+            .rsplit_once(':')
+            .map_or(address.as_str(), |(h, _)| h)
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        Some(PushSettings {
+            server_name: self.discovery_server_name.clone().unwrap_or(host),
+            address,
+            ca: match (&self.discovery_ca, &self.discovery_ca_file) {
+                (Some(pem), _) => CaSource::Pem(pem.clone()),
+                (None, Some(file)) => CaSource::File(file.clone()),
+                (None, None) => return None,
+            },
+            token_file: self.discovery_token_file.clone()?,
+            namespace: self.pod_namespace.clone()?,
+            pod_name: self.pod_name.clone(),
+        })
     }
 
     /// One balancing: literal addresses form one static subset; each DNS

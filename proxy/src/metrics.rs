@@ -66,6 +66,43 @@ pub struct HealthLabels {
     pub result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    /// `push` or `dns`.
+    pub source: String,
+}
+
+/// The source a subset discovering a DNS name uses now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubsetSource {
+    Push,
+    Dns,
+}
+
+impl LabelValue for SubsetSource {
+    const ALL: &'static [Self] = &[SubsetSource::Push, SubsetSource::Dns];
+    fn as_str(self) -> &'static str {
+        match self {
+            SubsetSource::Push => "push",
+            SubsetSource::Dns => "dns",
+        }
+    }
+}
+
+/// The push discovery stream's freshness.
+#[derive(Clone, Default)]
+pub struct PushMetrics {
+    /// 1 while the stream is connected.
+    pub connected: Gauge,
+    pub reconnects: Counter,
+    /// The namespace version of the last message applied.
+    pub version: Gauge,
+    /// Unix time of the last message applied.
+    pub last_message: Gauge<f64, AtomicU64>,
+    /// Subsets discovering through DNS names, by the source they use now.
+    pub subsets: Family<SourceLabels, Gauge>,
+}
+
 /// Every metric family of the proxy.
 #[derive(Clone)]
 pub struct Metrics {
@@ -81,6 +118,7 @@ pub struct Metrics {
     pub downstream_connections: Family<BalancingLabels, Counter>,
     pub listeners_unbound: Gauge,
     pub listener_bind_errors: Family<BalancingLabels, Counter>,
+    pub push: PushMetrics,
     /// How many live endpoints hold each (balancing, subset, endpoint) call
     /// series. A reload starts new endpoints beside the old ones with the
     /// same labels; a series goes only when its last holder does.
@@ -104,6 +142,7 @@ impl Metrics {
             downstream_connections: Family::default(),
             listeners_unbound: Gauge::default(),
             listener_bind_errors: Family::default(),
+            push: PushMetrics::default(),
             call_series_holders: Arc::default(),
         };
         let mut r = Registry::with_prefix("grpc_balancer");
@@ -169,6 +208,36 @@ impl Metrics {
             "Failed attempts to bind a balancing's listener",
             m.listener_bind_errors.clone(),
         );
+        r.register(
+            "discovery_push_connected",
+            "1 while the push discovery stream from the operator is connected",
+            m.push.connected.clone(),
+        );
+        r.register(
+            "discovery_push_reconnects",
+            "Push discovery streams lost (each is reconnected with back-off)",
+            m.push.reconnects.clone(),
+        );
+        r.register(
+            "discovery_push_version",
+            "Namespace version of the last push discovery message applied",
+            m.push.version.clone(),
+        );
+        r.register(
+            "discovery_push_last_message_timestamp_seconds",
+            "Unix time of the last push discovery message applied",
+            m.push.last_message.clone(),
+        );
+        r.register(
+            "discovery_subsets",
+            "Subsets discovering a DNS name, by the source they use now (push, dns)",
+            m.push.subsets.clone(),
+        );
+        for source in SubsetSource::ALL {
+            let _ = m.push.subsets.get_or_create(&SourceLabels {
+                source: source.as_str().to_owned(),
+            });
+        }
         // Every result is exported from the start, at 0.
         for result in ReloadResult::ALL {
             let _ = m.config_reloads.get_or_create(&ResultLabels {

@@ -32,15 +32,34 @@ ctr_k8s() { ctr --address "$(containerd_sock)" --namespace k8s.io "$@"; }
 
 # Says exactly what this machine lacks to run containers, so the caller can fall back to
 # the stand-in knowingly.
-node_preflight() {
-  local missing=()
-  [[ $(id -u) -eq 0 ]] || missing+=("root (the kubelet and containerd manage cgroups, mounts and network namespaces)")
-  local sub
-  for sub in cpu cpuacct cpuset memory pids; do
-    [[ -d "/sys/fs/cgroup/${sub}" || -f /sys/fs/cgroup/cgroup.controllers ]] || missing+=("the ${sub} cgroup controller")
+#
+# node_machine_missing prints, one a line, what the machine itself lacks (root, cgroups,
+# overlayfs, bridge netfilter): nothing an install could add. It reads the kernel's
+# state under NODE_PROC_ROOT and NODE_SYS_ROOT (/proc and /sys; a test points them at a
+# copy with one capability taken out).
+NODE_PROC_ROOT="${GRPC_BALANCER_NODE_PROC_ROOT:-/proc}"
+NODE_SYS_ROOT="${GRPC_BALANCER_NODE_SYS_ROOT:-/sys}"
+node_machine_missing() {
+  [[ $(id -u) -eq 0 ]] || echo "root (the kubelet and containerd manage cgroups, mounts and network namespaces; you are uid $(id -u))"
+  # cgroup v2 lists its controllers in one file; v1 mounts one directory per controller.
+  local sub controllers="" wanted=(cpu cpuacct cpuset memory pids)
+  if [[ -f "${NODE_SYS_ROOT}/fs/cgroup/cgroup.controllers" ]]; then
+    controllers=" $(cat "${NODE_SYS_ROOT}/fs/cgroup/cgroup.controllers" 2>/dev/null) "
+    wanted=(cpu cpuset memory pids)
+  fi
+  for sub in "${wanted[@]}"; do
+    [[ -d "${NODE_SYS_ROOT}/fs/cgroup/${sub}" || "$controllers" == *" ${sub} "* ]] \
+      || echo "the ${sub} cgroup controller (none in ${NODE_SYS_ROOT}/fs/cgroup)"
   done
-  grep -qw overlay /proc/filesystems || missing+=("overlayfs in the kernel")
-  [[ -d /proc/sys/net/bridge ]] || missing+=("bridge netfilter (modprobe br_netfilter)")
+  [[ " $(awk '{ print $NF }' "${NODE_PROC_ROOT}/filesystems" 2>/dev/null | tr '\n' ' ') " == *" overlay "* ]] \
+    || echo "overlayfs in the kernel (not in ${NODE_PROC_ROOT}/filesystems; modprobe overlay)"
+  [[ -d "${NODE_PROC_ROOT}/sys/net/bridge" ]] || echo "bridge netfilter (no ${NODE_PROC_ROOT}/sys/net/bridge; modprobe br_netfilter)"
+  return 0
+}
+
+node_preflight() {
+  local missing=() line
+  while IFS= read -r line; do missing+=("$line"); done < <(node_machine_missing)
   local b
   for b in containerd runc ctr iptables ip6tables dig; do
     command -v "$b" >/dev/null || missing+=("${b} (scripts/control-plane install)")

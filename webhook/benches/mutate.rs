@@ -135,6 +135,7 @@ fn bench_mutate(settings: &ProxySettings, balancings: &[LocalBalancing]) -> Dura
     let ctx = InjectionContext {
         settings,
         balancings,
+        discovery_ca: None,
     };
     let mut samples = Vec::with_capacity(ROUNDS);
     for i in 0..WARMUP + ROUNDS {
@@ -260,6 +261,7 @@ fn main() {
     let reviewer = Arc::new(Reviewer {
         settings: Arc::new(settings),
         configs: Arc::new(configs),
+        discovery_ca: Default::default(),
     });
     // One thread: client and server of the https layer share it, so the
     // on-CPU time counts both sides (an upper bound for the server alone).

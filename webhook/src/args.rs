@@ -160,6 +160,14 @@ pub struct Args {
     #[arg(long, env = "GRPC_BALANCER_PROXY_ADMIN_DEBUG", value_enum, default_value_t = AdminDebugArg::Loopback)]
     pub proxy_admin_debug: AdminDebugArg,
 
+    /// The operator's push discovery server as the injected proxies reach
+    /// it (`host:port`, the host on the webhook's certificate, e.g.
+    /// `grpc-balancer-webhook.grpc-balancer.svc:15012`). Set: proxies get a
+    /// projected ServiceAccount token for it and the webhook's CA. Unset:
+    /// they follow the ConfigMap and DNS only.
+    #[arg(long, env = "GRPC_BALANCER_PROXY_DISCOVERY_ADDRESS")]
+    pub proxy_discovery_address: Option<String>,
+
     /// Log level of the proxy (`GRPC_BALANCER_LOG`), overridable per pod.
     #[arg(long, env = "GRPC_BALANCER_PROXY_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
     pub proxy_log_level: LogLevel,
@@ -262,6 +270,10 @@ impl Args {
             ready_timeout: self.proxy_ready_timeout,
             admin_port: self.proxy_admin_port,
             admin_debug_from_any: self.proxy_admin_debug == AdminDebugArg::Any,
+            discovery_address: self
+                .proxy_discovery_address
+                .clone()
+                .filter(|a| !a.is_empty()),
         }
     }
 }

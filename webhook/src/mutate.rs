@@ -21,6 +21,9 @@ use crate::sidecar::{self, CONFIG_VOLUME_NAME, PROXY_CONTAINER_NAME};
 pub struct InjectionContext<'a> {
     pub settings: &'a ProxySettings,
     pub balancings: &'a [LocalBalancing],
+    /// The discovery server's CA (PEM), once the webhook has it: with
+    /// `settings.discovery_address`, proxies are set up for push discovery.
+    pub discovery_ca: Option<&'a str>,
 }
 
 /// Why a pod that asked for the proxy cannot get it. The pod is refused with
@@ -131,7 +134,29 @@ pub fn mutate(pod: &Pod, ctx: &InjectionContext<'_>) -> Result<Option<Patch>, In
             add_env(&mut ops, "initContainers", i, container, ctx.balancings);
         }
     }
-    let container = serde_json::to_value(sidecar::proxy_container(ctx.settings, &proxy))?;
+    let mut container = sidecar::proxy_container(ctx.settings, &proxy);
+    if let (Some(address), Some(ca)) = (ctx.settings.discovery_address.as_deref(), ctx.discovery_ca)
+    {
+        if spec
+            .volumes
+            .iter()
+            .flatten()
+            .any(|v| v.name == sidecar::DISCOVERY_TOKEN_VOLUME_NAME)
+        {
+            return Err(InjectError::VolumeNameTaken(
+                sidecar::DISCOVERY_TOKEN_VOLUME_NAME,
+            ));
+        }
+        // The config volume above made the list exist.
+        add_to_list(
+            &mut ops,
+            &["spec", "volumes"],
+            true,
+            serde_json::to_value(sidecar::discovery_token_volume())?,
+        );
+        sidecar::add_discovery(&mut container, address, ca);
+    }
+    let container = serde_json::to_value(container)?;
     let list = match ctx.settings.mode {
         SidecarMode::Native => ("initContainers", spec.init_containers.is_some()),
         SidecarMode::Legacy => ("containers", true),

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::admission::{
     AdmissionRequest, AdmissionResponse, AdmissionReview, META_API_VERSION_V1, META_KIND, Operation,
@@ -29,6 +31,9 @@ pub enum Verdict {
 pub struct Reviewer {
     pub settings: Arc<ProxySettings>,
     pub configs: Arc<ProxyConfigs>,
+    /// The CA bundle proxies trust the discovery server by (the webhook's),
+    /// once known; it follows renewals.
+    pub discovery_ca: Arc<ArcSwap<Option<String>>>,
 }
 
 impl Reviewer {
@@ -91,9 +96,11 @@ impl Reviewer {
         };
 
         let balancings = self.configs.balancings(&namespace);
+        let discovery_ca = self.discovery_ca.load_full();
         let ctx = InjectionContext {
             settings: &self.settings,
             balancings: &balancings,
+            discovery_ca: discovery_ca.as_ref().as_deref(),
         };
         match mutate(pod, &ctx) {
             Ok(None) => {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use futures::StreamExt;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Namespace;
@@ -81,6 +82,8 @@ pub async fn run_on(
         }
     });
 
+    // The CA the injected proxies trust the discovery server by.
+    let discovery_ca: Arc<ArcSwap<Option<String>>> = Arc::default();
     let serving = match args.webhook_cert_source {
         CertSource::SelfSigned => {
             let names = serving_names(
@@ -102,6 +105,17 @@ pub async fn run_on(
             let material = secret.ensure().await.context("webhook certificate")?;
             let serving = Arc::new(ServingCert::new(material.key.clone()));
             let (ca_tx, ca_rx) = watch::channel(material.ca_bundle.clone());
+            discovery_ca.store(Arc::new(Some(material.ca_bundle.clone())));
+            tasks.spawn(named("the discovery CA follower", {
+                let mut ca_rx = ca_rx.clone();
+                let discovery_ca = discovery_ca.clone();
+                async move {
+                    while ca_rx.changed().await.is_ok() {
+                        let bundle = ca_rx.borrow_and_update().clone();
+                        discovery_ca.store(Arc::new(Some(bundle)));
+                    }
+                }
+            }));
             tasks.spawn(named(
                 "the certificate Secret watch",
                 follow_secret(secret, serving.clone(), ca_tx),
@@ -115,6 +129,13 @@ pub async fn run_on(
         CertSource::CertManager => {
             let dir = args.webhook_cert_dir.clone();
             let files = wait_for_files(&dir).await?;
+            // cert-manager writes the issuing CA next to the certificate.
+            match tokio::fs::read_to_string(dir.join("ca.crt")).await {
+                Ok(ca) if !ca.trim().is_empty() => discovery_ca.store(Arc::new(Some(ca))),
+                _ => {
+                    tracing::warn!(dir = %dir.display(), "no ca.crt next to the certificate: injected proxies get no push discovery")
+                }
+            }
             let key = files.certified_key(&dir)?;
             let serving = Arc::new(ServingCert::new(key));
             tasks.spawn(named(
@@ -132,8 +153,13 @@ pub async fn run_on(
         ),
     }
 
+    readiness.set_cert(serving.clone());
     let tls = Arc::new(server_config(serving)?);
-    let reviewer = Arc::new(Reviewer { settings, configs });
+    let reviewer = Arc::new(Reviewer {
+        settings,
+        configs,
+        discovery_ca,
+    });
     tracing::info!(
         listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         ?mode,

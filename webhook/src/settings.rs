@@ -102,6 +102,8 @@ pub struct ProxySettings {
     /// The proxy's `/config` and `/endpoints` answer every peer, not only
     /// loopback ones (`--admin-debug any`).
     pub admin_debug_from_any: bool,
+    /// The push discovery server the proxies connect to (`host:port`).
+    pub discovery_address: Option<String>,
 }
 
 #[cfg(test)]

@@ -4,9 +4,10 @@ use std::collections::BTreeMap;
 
 use grpc_balancer_crds::config::{CONFIG_MAP_KEY, CONFIG_MAP_NAME, CONFIG_MOUNT_DIR};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, ExecAction,
-    HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler, Probe, ResourceRequirements,
-    SeccompProfile, SecurityContext, Volume, VolumeMount,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
+    ExecAction, HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler, ObjectFieldSelector, Probe,
+    ProjectedVolumeSource, ResourceRequirements, SeccompProfile, SecurityContext,
+    ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -53,6 +54,85 @@ pub fn config_volume() -> Volume {
         }),
         ..Volume::default()
     }
+}
+
+/// Name of the volume holding the proxy's discovery token.
+pub const DISCOVERY_TOKEN_VOLUME_NAME: &str = "grpc-balancer-discovery-token";
+/// Where the proxy finds it.
+pub const DISCOVERY_TOKEN_DIR: &str = "/var/run/secrets/grpcbalancer.io/discovery";
+/// Token lifetime: the shortest the apiserver issues. The kubelet renews it
+/// at 80% of that, and the proxy reads it at every connect.
+pub const DISCOVERY_TOKEN_SECONDS: i64 = 600;
+/// Environment variable carrying the discovery server's CA (PEM).
+pub const DISCOVERY_CA_ENV: &str = "GRPC_BALANCER_DISCOVERY_CA";
+
+/// A projected ServiceAccount token for the discovery server alone: its
+/// own audience (useless against the apiserver, and the apiserver's token
+/// is useless against discovery), short-lived and bound to the pod.
+pub fn discovery_token_volume() -> Volume {
+    Volume {
+        name: DISCOVERY_TOKEN_VOLUME_NAME.to_owned(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(vec![VolumeProjection {
+                service_account_token: Some(ServiceAccountTokenProjection {
+                    audience: Some(grpc_balancer_discovery_api::TOKEN_AUDIENCE.to_owned()),
+                    expiration_seconds: Some(DISCOVERY_TOKEN_SECONDS),
+                    path: "token".to_owned(),
+                }),
+                ..VolumeProjection::default()
+            }]),
+            default_mode: None,
+        }),
+        ..Volume::default()
+    }
+}
+
+/// Points the proxy at the discovery server: its address, the CA to trust
+/// (as PEM text in the pod spec, like Linkerd's trust anchors: the CA is
+/// public, and no Secret has to be copied into every namespace), the token
+/// mount, and the pod's namespace and name from the downward API.
+pub fn add_discovery(container: &mut Container, address: &str, ca_pem: &str) {
+    container.args.get_or_insert_with(Vec::new).extend([
+        "--discovery-address".to_owned(),
+        address.to_owned(),
+        "--discovery-token-file".to_owned(),
+        format!("{DISCOVERY_TOKEN_DIR}/token"),
+    ]);
+    let field = |path: &str| {
+        Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.to_owned(),
+                api_version: None,
+            }),
+            ..EnvVarSource::default()
+        })
+    };
+    container.env.get_or_insert_with(Vec::new).extend([
+        EnvVar {
+            name: DISCOVERY_CA_ENV.to_owned(),
+            value: Some(ca_pem.to_owned()),
+            value_from: None,
+        },
+        EnvVar {
+            name: "POD_NAMESPACE".to_owned(),
+            value: None,
+            value_from: field("metadata.namespace"),
+        },
+        EnvVar {
+            name: "POD_NAME".to_owned(),
+            value: None,
+            value_from: field("metadata.name"),
+        },
+    ]);
+    container
+        .volume_mounts
+        .get_or_insert_with(Vec::new)
+        .push(VolumeMount {
+            name: DISCOVERY_TOKEN_VOLUME_NAME.to_owned(),
+            mount_path: DISCOVERY_TOKEN_DIR.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
 }
 
 /// The proxy container for `mode`.

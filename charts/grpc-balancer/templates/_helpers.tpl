@@ -123,6 +123,10 @@ passed explicitly so RBAC resourceNames and the code agree.
 - --lease-duration={{ .Values.operator.leaseDuration }}
 - --cluster-domain={{ .Values.operator.clusterDomain }}
 - --webhook-listen=0.0.0.0:{{ .Values.webhook.port }}
+- --discovery-listen=0.0.0.0:{{ .Values.webhook.discoveryPort }}
+{{- if not .Values.webhook.url }}
+- --proxy-discovery-address={{ include "grpc-balancer.webhookServiceName" . }}.{{ .Release.Namespace }}.svc:{{ .Values.webhook.discoveryPort }}
+{{- end }}
 - --webhook-configuration={{ include "grpc-balancer.webhookName" . }}
 - --webhook-service={{ include "grpc-balancer.webhookServiceName" . }}
 - --webhook-namespace=$(POD_NAMESPACE)

@@ -226,6 +226,7 @@ async fn converge_one_thousand_balancings_in_a_release_process() {
         .arg(format!("127.0.0.1:{metrics_port}"))
         .arg("--webhook-listen")
         .arg(format!("127.0.0.1:{}", free_port()))
+        .arg(format!("--discovery-listen=127.0.0.1:{}", free_port()))
         .args(["--webhook-namespace", ns.name()])
         .env("RUST_LOG", "warn")
         .kill_on_drop(true)

@@ -6,8 +6,10 @@
 
 mod support;
 
+mod bench_discovery;
 mod bench_reconcile;
 mod crd_validation;
+mod discovery;
 mod env_gaps;
 mod metrics_doc;
 mod rbac;

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use crate::support::process::{OperatorProcess, free_port, webhook_request};
 use crate::support::{TIMEOUT, install_crd};
 use grpc_balancer_crds::v1alpha1::GrpcBalancing;
-use grpc_balancer_operator::metrics::{Controller, ErrorKind};
+use grpc_balancer_operator::metrics::{Controller, ErrorKind, RefusalReason};
 use grpc_balancer_operator::render::fixtures::with_spec;
 use grpc_balancer_test_support::{ControlPlane, TestNamespace, poll_until};
 use grpc_balancer_webhook::Outcome;
@@ -132,6 +132,13 @@ fn enum_values() -> BTreeMap<&'static str, BTreeSet<String>> {
         (
             "outcome",
             Outcome::ALL.iter().map(|o| o.as_str().to_owned()).collect(),
+        ),
+        (
+            "reason",
+            RefusalReason::ALL
+                .iter()
+                .map(|r| r.as_str().to_owned())
+                .collect(),
         ),
     ])
 }

@@ -3,7 +3,7 @@
 //! ServiceAccount (a token), behind an API recorder; a scenario exercises
 //! every code path (reconcile, status, events, endpoint counts, pods
 //! without the proxy, subset removal, deletion, leader election, the
-//! webhook certificate); then the recorded calls and the chart's
+//! webhook certificate, a push discovery stream); then the recorded calls and the chart's
 //! ClusterRole and Role must be the same set, with no call refused.
 //!
 //! This test has a control plane of its own: the chart's operator watches
@@ -16,6 +16,10 @@ use std::path::Path;
 use std::process::Command;
 
 use grpc_balancer_crds::v1alpha1::GrpcBalancing;
+use grpc_balancer_discovery_api::channel::{client_config, tls_channel};
+use grpc_balancer_discovery_api::v1::WatchRequest;
+use grpc_balancer_discovery_api::v1::discovery_client::DiscoveryClient;
+use grpc_balancer_discovery_api::{AUTHORIZATION, TOKEN_AUDIENCE};
 use grpc_balancer_operator::render::fixtures::with_spec;
 use grpc_balancer_test_support::api_recorder::{ApiRecorder, Record};
 use grpc_balancer_test_support::control_plane::tool;
@@ -227,6 +231,7 @@ async fn the_chart_grants_exactly_the_api_calls_the_operator_makes() {
         .expect("the chart's Deployment");
     let metrics_port = free_port();
     let webhook_port = free_port();
+    let discovery_port = free_port();
     let mut args: Vec<String> = deployment
         .spec
         .and_then(|s| s.template.spec)
@@ -239,6 +244,8 @@ async fn the_chart_grants_exactly_the_api_calls_the_operator_makes() {
                 format!("--metrics-listen=127.0.0.1:{metrics_port}")
             } else if arg.starts_with("--webhook-listen=") {
                 format!("--webhook-listen=127.0.0.1:{webhook_port}")
+            } else if arg.starts_with("--discovery-listen=") {
+                format!("--discovery-listen=127.0.0.1:{discovery_port}")
             } else {
                 arg
             }
@@ -291,6 +298,48 @@ async fn the_chart_grants_exactly_the_api_calls_the_operator_makes() {
     .await
     .expect("GrpcBalancing created");
     wait_ready(&gbs, "True", None).await;
+
+    // Push discovery: a proxy's stream with a token of the discovery
+    // audience, over TLS with the webhook's certificate; the operator checks
+    // the token with a TokenReview.
+    let ca_pem = poll_until("the webhook certificate's CA", TIMEOUT, || async {
+        let secret = Api::<Secret>::namespaced(admin.clone(), RELEASE_NS)
+            .get(&format!("{RELEASE}-webhook-tls"))
+            .await
+            .map_err(|e| e.to_string())?;
+        match secret.data.and_then(|d| d.get("ca.crt").cloned()) {
+            Some(ca) if !ca.0.is_empty() => Ok(ca.0),
+            _ => Err("no ca.crt yet".to_owned()),
+        }
+    })
+    .await;
+    let discovery_token =
+        crate::discovery::token(&admin, SCENARIO_NS, "default", TOKEN_AUDIENCE).await;
+    poll_until("a push discovery snapshot", TIMEOUT, || async {
+        let tls = client_config(&ca_pem).map_err(|e| e.to_string())?;
+        let channel = tls_channel(&format!("127.0.0.1:{discovery_port}"), "localhost", tls)
+            .map_err(|e| e.to_string())?;
+        let mut request = tonic::Request::new(WatchRequest {
+            namespace: SCENARIO_NS.into(),
+            pod_name: "rbac-test".into(),
+        });
+        request.metadata_mut().insert(
+            AUTHORIZATION,
+            format!("Bearer {discovery_token}")
+                .parse()
+                .map_err(|e| format!("{e}"))?,
+        );
+        let mut stream = DiscoveryClient::new(channel)
+            .watch(request)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner();
+        match tokio::time::timeout(TIMEOUT, stream.message()).await {
+            Ok(Ok(Some(_))) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
 
     // The in-cluster webhook Service is unreachable here (no kube-proxy), so
     // the pod is admitted without the proxy (failurePolicy Ignore) and

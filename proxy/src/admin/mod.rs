@@ -1,6 +1,7 @@
 //! The admin HTTP server: `/live`, `/ready`, `/metrics`, `/config`,
-//! `/endpoints`. It reads the running proxy through `AdminView` only:
-//! readiness, the metrics, the current config and balancings.
+//! `/endpoints`, and `POST /shutdown`. It reads the running proxy through
+//! `AdminView` only: readiness, the metrics, the current config and
+//! balancings; and it can ask it to shut down.
 //!
 //! The probes and `/metrics` answer every peer: the kubelet probes the pod
 //! IP and Prometheus scrapes it. `/config` and `/endpoints` show the
@@ -11,6 +12,13 @@
 //! they are; the peer address of an accepted TCP connection cannot be
 //! forged off-host without a completed handshake, and IPv4-mapped peers of
 //! the dual-stack socket are unmapped before the check.
+//!
+//! `POST /shutdown` drains and stops the proxy as SIGTERM does. It is for an
+//! app whose proxy is a plain container (the legacy sidecar mode), which
+//! nothing else stops when the app is done: a Job's pod would run forever
+//! (Istio's `/quitquitquit`, Linkerd's `/shutdown`). It answers loopback
+//! peers only, whatever `--admin-debug` says: the app's own container may
+//! stop its proxy, another pod may not.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,12 +32,15 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use grpc_balancer_crds::config::DiscoverySource;
+
 use crate::balancer::Balancing;
+use crate::discovery::push::{Freshness, PushState, Source};
 use crate::endpoint::ConnState;
 use crate::metrics::{
     BalancingLabels, EndpointStateLabel, EndpointStateLabels, LabelValue as _, Metrics,
@@ -55,6 +66,12 @@ pub(crate) trait AdminView: Send + Sync + 'static {
     fn config(&self) -> Arc<ProxyConfig>;
     /// The current runtime of every balancing, with its listener address.
     fn balancings(&self) -> Vec<(SocketAddr, Arc<Balancing>)>;
+    /// Drain and stop, as on SIGTERM.
+    fn request_shutdown(&self);
+    /// The push discovery stream's view, when one is configured.
+    fn push(&self) -> Option<&PushState>;
+    /// Where the config in force came from: `push`, `file` or `flags`.
+    fn config_source(&self) -> &'static str;
 }
 
 /// Whether the proxy is ready, and if not, why.
@@ -107,6 +124,7 @@ pub(crate) fn router(view: Arc<dyn AdminView>, debug: DebugAccess) -> Router {
             debug_access,
         ));
     Router::new()
+        .route("/shutdown", post(shutdown))
         .route("/live", get(|| async { "live\n" }))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -121,6 +139,24 @@ pub fn debug_allowed(access: DebugAccess, peer: Option<SocketAddr>) -> bool {
         DebugAccess::Any => true,
         DebugAccess::Loopback => peer.is_some_and(|p| crate::net::is_loopback_peer(p.ip())),
     }
+}
+
+/// Loopback peers only, whatever the debug access: see the module comment.
+async fn shutdown(State(state): State<AdminState>, req: Request) -> Response {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    if !debug_allowed(DebugAccess::Loopback, peer) {
+        return (
+            StatusCode::FORBIDDEN,
+            "/shutdown answers loopback peers only (the pod's own containers)\n",
+        )
+            .into_response();
+    }
+    tracing::info!("shutdown requested on the admin port");
+    state.view.request_shutdown();
+    (StatusCode::OK, "shutting down\n").into_response()
 }
 
 async fn debug_access(State(state): State<AdminState>, req: Request, next: Next) -> Response {
@@ -226,7 +262,12 @@ async fn config(State(state): State<AdminState>) -> Response {
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct EndpointsView {
+    /// `push`, `file` or `flags`.
+    config_source: &'static str,
+    /// The push stream (absent: not configured).
+    push: Option<Freshness>,
     balancings: Vec<BalancingView>,
 }
 
@@ -237,6 +278,10 @@ struct BalancingView {
     listen: String,
     policy: String,
     queued_calls: u32,
+    /// The pushed namespace version this balancing's view is at, and its
+    /// age in seconds (absent: not from the push stream).
+    version: Option<u64>,
+    age_seconds: Option<f64>,
     subsets: Vec<SubsetView>,
 }
 
@@ -246,6 +291,8 @@ struct SubsetView {
     name: String,
     weight: u32,
     discovered: bool,
+    /// Where its endpoints come from now: `push`, `dns` or `static`.
+    source: &'static str,
     endpoints: Vec<EndpointView>,
 }
 
@@ -262,6 +309,25 @@ struct EndpointView {
 }
 
 async fn endpoints(State(state): State<AdminState>) -> Response {
+    let push = state.view.push();
+    let freshness = push.map(PushState::freshness);
+    let pushed = freshness.as_ref().filter(|f| f.connected);
+    let source_of = |b: &Balancing, subset: &str| -> &'static str {
+        let discovery = b
+            .config
+            .subsets
+            .iter()
+            .find(|s| s.name == subset)
+            .and_then(|s| s.discovery.source());
+        match discovery {
+            Some(DiscoverySource::Static(_)) => Source::Static.as_str(),
+            Some(DiscoverySource::Dns(d)) => push
+                .and_then(|p| p.source_of(&d.name))
+                .unwrap_or(Source::Dns)
+                .as_str(),
+            None => "none",
+        }
+    };
     let balancings = state
         .view
         .balancings()
@@ -271,6 +337,8 @@ async fn endpoints(State(state): State<AdminState>) -> Response {
             listen: addr.to_string(),
             policy: b.config.policy.kind.to_string(),
             queued_calls: b.pending(),
+            version: pushed.map(|f| f.version),
+            age_seconds: pushed.and_then(|f| f.age_seconds),
             subsets: b
                 .subsets
                 .iter()
@@ -278,6 +346,7 @@ async fn endpoints(State(state): State<AdminState>) -> Response {
                     name: s.shared.name.to_string(),
                     weight: s.weight,
                     discovered: s.shared.discovered.load(Ordering::Acquire),
+                    source: source_of(&b, &s.shared.name),
                     endpoints: s
                         .set
                         .load()
@@ -297,5 +366,10 @@ async fn endpoints(State(state): State<AdminState>) -> Response {
                 .collect(),
         })
         .collect();
-    axum::Json(EndpointsView { balancings }).into_response()
+    axum::Json(EndpointsView {
+        config_source: state.view.config_source(),
+        push: freshness,
+        balancings,
+    })
+    .into_response()
 }

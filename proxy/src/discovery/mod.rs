@@ -3,6 +3,7 @@
 //! EndpointSlices, a test double) implements [`Discover`].
 
 pub mod dns;
+pub mod push;
 pub mod static_list;
 
 use std::net::SocketAddr;

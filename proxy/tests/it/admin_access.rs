@@ -116,3 +116,36 @@ fn the_peer_check() {
     }
     assert!(!debug_allowed(DebugAccess::Loopback, None));
 }
+
+/// `POST /shutdown` stops the proxy (for a legacy sidecar whose app is done),
+/// from loopback only, even with `--admin-debug any`; GET does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_from_loopback_only_stops_the_proxy() {
+    let (_bs, mut proxy) = start_with(DebugAccess::Any).await;
+    let port = proxy.admin().port();
+    let loopback = SocketAddr::new("127.0.0.1".parse().expect("ip"), port);
+    let (status, _) = admin_request(loopback, "GET", "/shutdown").await;
+    assert_eq!(status, 405, "GET /shutdown must not stop the proxy");
+    for ip in [own_address(false), own_address(true)]
+        .into_iter()
+        .flatten()
+    {
+        let (status, body) = admin_request(SocketAddr::new(ip, port), "POST", "/shutdown").await;
+        assert_eq!(status, 403, "{ip}: {body}");
+    }
+    // Still serving after the refused requests.
+    let (status, body) = admin_get(loopback, "/ready").await;
+    assert_eq!(status, 200, "{body}");
+    let mut client = proxy.client("greeter").await;
+    say_hello(&mut client)
+        .await
+        .expect("a call before the shutdown");
+
+    let (status, body) = admin_request(loopback, "POST", "/shutdown").await;
+    assert_eq!(status, 200, "{body}");
+    let running = proxy.running.take().expect("running");
+    tokio::time::timeout(std::time::Duration::from_secs(10), running.wait())
+        .await
+        .expect("the proxy stops within 10 s of POST /shutdown")
+        .expect("the proxy stops cleanly");
+}

@@ -20,6 +20,7 @@ mod lifecycle;
 mod listeners;
 mod metrics_docs;
 mod policies;
+mod push;
 mod queue;
 mod resilience;
 mod retries;

@@ -13,6 +13,7 @@ use grpc_balancer_greeter::Faults;
 use grpc_balancer_proxy::ConfigSource;
 use grpc_balancer_proxy::metrics::{
     DiscoveryResult, EndpointStateLabel, HealthResult, LabelValue, ReloadResult, RetryOutcome,
+    SubsetSource,
 };
 use tonic::Code;
 
@@ -30,6 +31,7 @@ fn enumerated() -> BTreeMap<&'static str, (&'static str, Vec<&'static str>)> {
         ),
         ("health_checks_total", ("result", all::<HealthResult>())),
         ("config_reloads_total", ("result", all::<ReloadResult>())),
+        ("discovery_subsets", ("source", all::<SubsetSource>())),
     ])
 }
 

@@ -213,11 +213,18 @@ pub async fn wait_ready(proxy: &Proxy, name: &str, n: usize) {
 
 /// GET on the admin server: (status, body).
 pub async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    admin_request(addr, "GET", path).await
+}
+
+/// A bodiless request on the admin server: (status, body).
+pub async fn admin_request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr)
         .await
         .expect("admin connect");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
     s.write_all(req.as_bytes()).await.expect("admin write");
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.expect("admin read");

@@ -22,6 +22,7 @@ fn proxy_args(argv: &[&str]) -> Vec<String> {
     let ctx = InjectionContext {
         settings: &settings,
         balancings: &[],
+        discovery_ca: None,
     };
     let patch = mutate(&pod, &ctx).expect("injects").expect("a patch");
     let patch = serde_json::to_value(&patch).expect("json");

@@ -35,6 +35,7 @@ fn app_with(metrics: Arc<WebhookMetrics>) -> axum::Router {
         Arc::new(Reviewer {
             settings: Arc::new(settings),
             configs: Arc::new(configs),
+            discovery_ca: Default::default(),
         }),
         metrics,
     )

@@ -252,6 +252,7 @@ fn pod_shapes_match_their_fixtures_and_inject_correctly() {
         let ctx = InjectionContext {
             settings: &settings,
             balancings: &balancings,
+            discovery_ca: None,
         };
         let pod: Pod = serde_json::from_value(case.pod.clone()).expect("case pods are valid");
         let patch = mutate(&pod, &ctx).unwrap_or_else(|e| panic!("{}: {e}", case.name));
@@ -491,6 +492,7 @@ fn per_pod_overrides_reach_the_proxy() {
     let ctx = InjectionContext {
         settings: &settings,
         balancings: &[],
+        discovery_ca: None,
     };
     let pod = cases()
         .into_iter()
@@ -620,6 +622,7 @@ fn refused_pods_say_why() {
         let ctx = InjectionContext {
             settings,
             balancings: &[],
+            discovery_ca: None,
         };
         match mutate(&pod, &ctx) {
             Err(e) => assert!(e.to_string().contains(needle), "{what}: {e}"),
@@ -634,6 +637,7 @@ fn refused_pods_say_why() {
     let ctx = InjectionContext {
         settings: &allow_images,
         balancings: &[],
+        discovery_ca: None,
     };
     let patch = serde_json::to_string(&mutate(&pod, &ctx).expect("allowed")).expect("json");
     assert!(patch.contains("registry.local/proxy:dev"), "{patch}");
@@ -651,6 +655,7 @@ fn reinvoked(mode: SidecarMode, later_webhook: impl FnOnce(&mut Value)) -> (Valu
     let ctx = InjectionContext {
         settings: &settings,
         balancings: &balancings,
+        discovery_ca: None,
     };
     let mut doc = json!({
         "metadata": { "name": "client", "annotations": annotated(json!({})) },

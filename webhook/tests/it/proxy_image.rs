@@ -133,6 +133,7 @@ fn injected_proxy(mode: SidecarMode) -> Container {
     let ctx = InjectionContext {
         settings: &settings,
         balancings: &[],
+        discovery_ca: None,
     };
     let patch = mutate(&pod, &ctx)
         .expect("the pod is injected")

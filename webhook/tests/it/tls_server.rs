@@ -92,6 +92,7 @@ async fn serves_reviews_over_tls_and_swaps_certificates() {
     let reviewer = Arc::new(Reviewer {
         settings: Arc::new(settings),
         configs: Arc::new(ProxyConfigs::new()),
+        discovery_ca: Default::default(),
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
     let addr = listener.local_addr().expect("an address");

@@ -75,6 +75,7 @@ impl RunningOperator {
             metrics: metrics.clone(),
             proxy_admin_port: grpc_balancer_crds::config::DEFAULT_ADMIN_PORT,
             webhook: None,
+            discovery: None,
         };
         let stop = CancellationToken::new();
         let task = tokio::spawn(grpc_balancer_operator::run(

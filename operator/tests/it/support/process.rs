@@ -44,6 +44,7 @@ impl OperatorProcess {
             format!("--pod-name={identity}"),
             "--lease-duration=4s".into(),
             format!("--metrics-listen=127.0.0.1:{metrics_port}"),
+            format!("--discovery-listen=127.0.0.1:{}", free_port()),
             format!("--webhook-namespace={namespace}"),
         ];
         args.extend_from_slice(extra);

@@ -1,7 +1,8 @@
 //! Makes greeter calls and reports which backend answered them.
 //!
 //! Exit status: 0 when every call succeeded, 2 when some failed, 1 when the
-//! run could not start (bad arguments, no connection).
+//! run could not start (bad arguments, no connection) or the `--post-when-done`
+//! request was not answered with a 2xx.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -40,6 +41,79 @@ struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Once the calls are done, POST to this `http://host:port/path` URL: how
+    /// an app stops a proxy that runs as a plain container beside it (the
+    /// legacy sidecar's `http://127.0.0.1:9901/shutdown`), so a Job's pod
+    /// can complete.
+    #[arg(long, value_parser = HttpUrl::parse)]
+    post_when_done: Option<HttpUrl>,
+}
+
+/// A plain-HTTP URL: the authority to connect to and the request path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct HttpUrl {
+    authority: String,
+    path: String,
+}
+
+impl HttpUrl {
+    fn parse(text: &str) -> Result<HttpUrl, String> {
+        let invalid = |why: &str| format!("{text:?} is not valid: {why}");
+        let rest = text
+            .strip_prefix("http://")
+            .ok_or_else(|| invalid("expected http://host:port/path"))?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => rest.split_at(i),
+            None => (rest, "/"),
+        };
+        let (host, port) = authority
+            .rsplit_once(':')
+            .ok_or_else(|| invalid("the port is missing"))?;
+        if host.is_empty() {
+            return Err(invalid("the host is missing"));
+        }
+        port.parse::<u16>()
+            .map_err(|_| invalid("the port is not a number from 0 to 65535"))?;
+        if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid("the path has a space or control character"));
+        }
+        Ok(HttpUrl {
+            authority: authority.to_owned(),
+            path: path.to_owned(),
+        })
+    }
+}
+
+/// POSTs an empty body to `url`; the response status, within 5 s.
+async fn post(url: &HttpUrl) -> Result<u16, String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(&url.authority)
+            .await
+            .map_err(|e| format!("connecting to {}: {e}", url.authority))?;
+        let request = format!(
+            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            url.path, url.authority
+        );
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|e| format!("sending to {}: {e}", url.authority))?;
+        let mut response = Vec::new();
+        stream
+            .take(64 * 1024)
+            .read_to_end(&mut response)
+            .await
+            .map_err(|e| format!("reading from {}: {e}", url.authority))?;
+        let head = String::from_utf8_lossy(&response);
+        head.split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse::<u16>().ok())
+            .ok_or_else(|| format!("{} answered no HTTP status line", url.authority))
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .map_err(|_| format!("{} did not answer within 5 s", url.authority))?
 }
 
 fn key_value(text: &str) -> Result<(String, String), String> {
@@ -78,6 +152,25 @@ async fn main() -> ExitCode {
     } else {
         print_text(&report);
     }
+    if let Some(url) = &args.post_when_done {
+        match post(url).await {
+            Ok(status) if (200..300).contains(&status) => {}
+            Ok(status) => {
+                eprintln!(
+                    "greeter-client: POST {}{} answered {status}",
+                    url.authority, url.path
+                );
+                return ExitCode::from(1);
+            }
+            Err(error) => {
+                eprintln!(
+                    "greeter-client: POST {}{}: {error}",
+                    url.authority, url.path
+                );
+                return ExitCode::from(1);
+            }
+        }
+    }
     if report.failed == 0 {
         ExitCode::SUCCESS
     } else {
@@ -113,4 +206,37 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HttpUrl;
+
+    #[test]
+    fn http_urls_parse() {
+        let url = HttpUrl::parse("http://127.0.0.1:9901/shutdown").expect("valid");
+        assert_eq!(url.authority, "127.0.0.1:9901");
+        assert_eq!(url.path, "/shutdown");
+        assert_eq!(
+            HttpUrl::parse("http://[::1]:9901").expect("valid").path,
+            "/"
+        );
+    }
+
+    #[test]
+    fn bad_urls_are_refused_with_the_reason() {
+        for (text, why) in [
+            ("https://127.0.0.1:9901/shutdown", "expected http://"),
+            ("127.0.0.1:9901/shutdown", "expected http://"),
+            ("http://", "port is missing"),
+            ("http://127.0.0.1/shutdown", "port is missing"),
+            ("http://:9901/shutdown", "host is missing"),
+            ("http://127.0.0.1:99999/x", "not a number"),
+            ("http://127.0.0.1:9901/a b", "space or control"),
+            ("http://127.0.0.1:9901/a\r\nX: y", "space or control"),
+        ] {
+            let error = HttpUrl::parse(text).expect_err(text);
+            assert!(error.contains(why), "{text}: {error}");
+        }
+    }
 }
