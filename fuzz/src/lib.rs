@@ -4,9 +4,16 @@
 //! `tests/` replays the checked-in seeds and every past finding through the
 //! same functions in the normal build, so a finding stays fixed.
 
+/// A fuzz target's body: the bytes libFuzzer made up.
+pub type Target = fn(&[u8]);
+
 /// Every target by the name of its binary and of its seed directory.
-pub const TARGETS: &[(&str, fn(&[u8]))] =
-    &[("proxy_config", proxy_config), ("grpc_wire", grpc_wire)];
+pub const TARGETS: &[(&str, Target)] = &[
+    ("proxy_config", proxy_config),
+    ("grpc_wire", grpc_wire),
+    ("admission_review", admission_review),
+    ("balancing_render", balancing_render),
+];
 
 /// The proxy's configuration file, as the mounted ConfigMap may hold it.
 /// Parsing never panics, and the strict and the lenient parser agree: a
@@ -53,13 +60,13 @@ pub fn grpc_wire(data: &[u8]) {
     let status = parts.next().unwrap_or_default();
     let health = parts.next().unwrap_or_default();
 
-    if let Ok(value) = http::HeaderValue::from_bytes(timeout) {
-        if let Some(d) = parse_grpc_timeout(&value) {
-            let rendered = render_grpc_timeout(d);
-            match parse_grpc_timeout(&rendered) {
-                Some(back) => assert!(back >= d, "{value:?} -> {d:?} -> {rendered:?} -> {back:?}"),
-                None => panic!("{d:?} rendered as {rendered:?}, which does not parse"),
-            }
+    if let Ok(value) = http::HeaderValue::from_bytes(timeout)
+        && let Some(d) = parse_grpc_timeout(&value)
+    {
+        let rendered = render_grpc_timeout(d);
+        match parse_grpc_timeout(&rendered) {
+            Some(back) => assert!(back >= d, "{value:?} -> {d:?} -> {rendered:?} -> {back:?}"),
+            None => panic!("{d:?} rendered as {rendered:?}, which does not parse"),
         }
     }
     if let Ok(value) = http::HeaderValue::from_bytes(status) {
@@ -151,6 +158,7 @@ pub fn reviewer() -> grpc_balancer_webhook::review::Reviewer {
     grpc_balancer_webhook::review::Reviewer {
         settings: Arc::new(settings),
         configs: Arc::new(configs),
+        discovery_ca: Default::default(),
     }
 }
 

@@ -35,3 +35,24 @@ fn an_admission_seed_is_patched() {
     let response = answer.response.expect("a response");
     assert!(response.allowed && response.patch.is_some(), "{response:?}");
 }
+
+/// Every binary in fuzz/Cargo.toml is in `TARGETS`, so its seeds and
+/// findings are replayed here.
+#[test]
+fn every_fuzz_binary_is_replayed() {
+    let manifest = include_str!("../Cargo.toml");
+    let binaries: Vec<&str> = manifest
+        .split("[[bin]]")
+        .skip(1)
+        .filter_map(|section| {
+            let line = section.lines().find(|l| l.starts_with("name = "))?;
+            line.strip_prefix("name = \"")?.strip_suffix('"')
+        })
+        .collect();
+    let replayed: Vec<&str> = grpc_balancer_fuzz::TARGETS
+        .iter()
+        .map(|(n, _)| *n)
+        .collect();
+    assert!(!binaries.is_empty(), "no [[bin]] found in fuzz/Cargo.toml");
+    assert_eq!(binaries, replayed);
+}
