@@ -2,9 +2,6 @@
 //! `grpcbalancer.io/` prefix, except the Prometheus scrape hints, which follow the
 //! convention scrapers already look for.
 
-/// Prefix of every grpc-balancer pod annotation.
-pub const PREFIX: &str = "grpcbalancer.io/";
-
 /// `"true"` asks for the proxy; any other value (or none) leaves the pod alone.
 pub const INJECT: &str = grpc_balancer_crds::annotations::INJECT;
 /// The value of [`INJECT`] that asks for injection.

@@ -4,25 +4,30 @@
 //! - [`mutate()`]: the pure injection (Pod → JSON Patch);
 //! - [`run`]: the HTTPS server, its certificate, the cache of proxy configs and,
 //!   in local mode, the registration of the MutatingWebhookConfiguration.
+//!
+//! Modules are crate-private unless something outside uses them: the
+//! operator, which serves this webhook (`certs`, `cert_files`,
+//! `cert_secret`, `server`, `tls`, `http`, `review`, `proxy_configs`,
+//! `sidecar`), the tests and the fuzz targets (`annotations`, `review`).
 
 pub mod annotations;
 mod args;
-pub mod balancings;
+pub(crate) mod balancings;
 pub mod cert_files;
 pub mod cert_secret;
 pub mod certs;
 pub mod http;
-pub mod metrics;
+pub(crate) mod metrics;
 mod mutate;
 mod overrides;
 pub mod proxy_configs;
-pub mod quantity;
-pub mod registration;
+pub(crate) mod quantity;
+pub(crate) mod registration;
 pub mod review;
 mod run;
 pub mod server;
-pub mod serving;
-pub mod settings;
+pub(crate) mod serving;
+pub(crate) mod settings;
 pub mod sidecar;
 #[cfg(feature = "test-util")]
 pub mod test_util;
