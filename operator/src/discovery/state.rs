@@ -12,9 +12,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::hub::NamespaceState;
 use crate::names::SERVICE_PORT_NAME;
-use crate::render::{EndpointIndex, NamespaceView};
-
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+use crate::render::{EndpointIndex, NamespaceView, slice_service};
 
 /// The state of `namespace` from its balancings and the EndpointSlices of
 /// their headless Services.
@@ -49,15 +47,7 @@ pub fn endpoint_sets(
 ) -> BTreeMap<String, Vec<Endpoint>> {
     let mut sets: BTreeMap<String, BTreeMap<String, Endpoint>> = BTreeMap::new();
     for slice in slices {
-        if slice.metadata.namespace.as_deref() != Some(namespace) {
-            continue;
-        }
-        let Some(service) = slice
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(SERVICE_NAME_LABEL))
-        else {
+        let Some(service) = slice_service(slice, namespace) else {
             continue;
         };
         let set = sets
@@ -135,6 +125,8 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     use super::*;
+
+    const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
     fn slice(name: &str, service: &str, port: i32, endpoints: Vec<SliceEndpoint>) -> EndpointSlice {
         EndpointSlice {

@@ -25,21 +25,27 @@ pub struct EndpointIndex {
 
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
+/// The Service an EndpointSlice of `namespace` belongs to; `None` for a
+/// slice of another namespace or without the Service label.
+pub fn slice_service<'a>(slice: &'a EndpointSlice, namespace: &str) -> Option<&'a str> {
+    if slice.metadata.namespace.as_deref() != Some(namespace) {
+        return None;
+    }
+    slice
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(SERVICE_NAME_LABEL))
+        .map(String::as_str)
+}
+
 impl EndpointIndex {
     /// Indexes the slices of `namespace` among `slices`.
     pub fn new<'a>(namespace: &str, slices: impl IntoIterator<Item = &'a EndpointSlice>) -> Self {
         // (service) -> (port -> ready endpoints on slices with that port)
         let mut by_port: HashMap<String, (i32, HashMap<u16, i32>)> = HashMap::new();
         for slice in slices {
-            if slice.metadata.namespace.as_deref() != Some(namespace) {
-                continue;
-            }
-            let Some(service) = slice
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(SERVICE_NAME_LABEL))
-            else {
+            let Some(service) = slice_service(slice, namespace) else {
                 continue;
             };
             let ready = i32::try_from(
@@ -58,7 +64,7 @@ impl EndpointIndex {
                     .and_then(|n| u16::try_from(n).ok())
                     .filter(|n| *n != 0)
             });
-            let entry = by_port.entry(service.clone()).or_default();
+            let entry = by_port.entry(service.to_owned()).or_default();
             entry.0 = entry.0.saturating_add(ready);
             if let Some(port) = port {
                 let weight = entry.1.entry(port).or_default();

@@ -8,7 +8,7 @@ mod services;
 mod status;
 
 pub use balancing::{RenderError, SubsetTarget, balancing, subset_targets};
-pub use endpoints::{EndpointIndex, ServiceEndpoints};
+pub use endpoints::{EndpointIndex, ServiceEndpoints, slice_service};
 pub use namespace::{Evaluation, NamespaceView, Outcome};
 pub use services::{desired_services, service_needs_apply};
 pub use status::{MAX_PODS_WITHOUT_PROXY, desired_status, pod_list};
