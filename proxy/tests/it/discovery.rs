@@ -15,19 +15,7 @@ use grpc_balancer_proxy::ConfigSource;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dns_scale_out_and_in_without_failed_calls() {
     // Backends on 127.0.0.2-4, one port, as pods of a headless Service.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.2:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
-    let mut bs = Vec::new();
-    for i in 2..=4u8 {
-        let addr = SocketAddr::from(([127, 0, 0, i], port));
-        bs.push(
-            grpc_balancer_greeter::spawn_server(addr, BackendOptions::named(format!("pod-{i}")))
-                .await
-                .expect("backend"),
-        );
-    }
+    let (port, mut bs) = crate::support::loopback_pods(4).await;
     let answers = dns_answers([Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3)]);
     let dns = dns_server(answers.clone(), Arc::new(AtomicUsize::new(0))).await;
 

@@ -18,7 +18,6 @@ use grpc_balancer_discovery_api::v1::discovery_server::{
     Discovery as DiscoveryApi, DiscoveryServer,
 };
 use grpc_balancer_discovery_api::v1::{Endpoint, EndpointSet, WatchRequest, WatchResponse};
-use grpc_balancer_greeter::{BackendOptions, RunningBackend};
 use grpc_balancer_proxy::ConfigSource;
 use grpc_balancer_proxy::discovery::push::{CaSource, PushSettings};
 use tokio::sync::mpsc;
@@ -188,24 +187,6 @@ async fn endpoints_json(proxy: &Proxy) -> serde_json::Value {
     serde_json::from_str(&body).expect("/endpoints is JSON")
 }
 
-/// Backends pod-2..pod-5 on 127.0.0.2-5, one port, as pods of a Service.
-async fn pods() -> (u16, Vec<RunningBackend>) {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.2:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
-    let mut bs = Vec::new();
-    for i in 2..=5u8 {
-        let addr = SocketAddr::from(([127, 0, 0, i], port));
-        bs.push(
-            grpc_balancer_greeter::spawn_server(addr, BackendOptions::named(format!("pod-{i}")))
-                .await
-                .expect("backend"),
-        );
-    }
-    (port, bs)
-}
-
 fn file_config(port: u16, listen: SocketAddr) -> config::ProxyConfig {
     let mut b = balancing(
         "greeter",
@@ -239,7 +220,7 @@ fn push_settings(dir: &Path, addr: SocketAddr, ca_pem: &str, token: &str) -> Pus
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stream_wins_over_dns_and_its_loss_fails_no_call() {
-    let (port, _pods) = pods().await;
+    let (port, _pods) = crate::support::loopback_pods(5).await;
     // DNS says pod-2; the stream will say otherwise.
     let answers = dns_answers([Ipv4Addr::new(127, 0, 0, 2)]);
     let dns = dns_server(answers.clone(), Arc::new(AtomicUsize::new(0))).await;
@@ -407,7 +388,7 @@ async fn the_stream_wins_over_dns_and_its_loss_fails_no_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_token_leaves_the_proxy_on_dns_and_says_why() {
-    let (port, _pods) = pods().await;
+    let (port, _pods) = crate::support::loopback_pods(5).await;
     let answers = dns_answers([Ipv4Addr::new(127, 0, 0, 2)]);
     let dns = dns_server(answers, Arc::new(AtomicUsize::new(0))).await;
     let certs = certs();

@@ -32,6 +32,25 @@ pub async fn backend(name: &str) -> RunningBackend {
     .expect("backend starts")
 }
 
+/// Backends `pod-2`..`pod-{last}` on 127.0.0.2..=127.0.0.{last}, all on one
+/// port, as the pods of a Service: returns that port and the backends.
+pub async fn loopback_pods(last: u8) -> (u16, Vec<RunningBackend>) {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.2:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let mut bs = Vec::new();
+    for i in 2..=last {
+        let addr = SocketAddr::from(([127, 0, 0, i], port));
+        bs.push(
+            grpc_balancer_greeter::spawn_server(addr, BackendOptions::named(format!("pod-{i}")))
+                .await
+                .expect("backend"),
+        );
+    }
+    (port, bs)
+}
+
 pub async fn backends(n: usize) -> Vec<RunningBackend> {
     let mut v = Vec::new();
     for i in 0..n {
