@@ -105,21 +105,30 @@ pub async fn proxy(b: Arc<Balancing>, req: Request<Incoming>) -> CallResponse {
         let mut record = CallRecord::start(endpoint.clone(), accepted_at);
         let mut sent = AwaitingHead::new(sender.try_send_request(req));
         let result = match &mut deadline {
-            Some(sleep) => tokio::select! {
-                biased;
-                r = &mut sent => r,
-                () = sleep.as_mut() => {
-                    // The backend stops too: cancel the stream at once.
-                    sent.cancel_now();
-                    // Counted on the endpoint by the record, not again here.
-                    record.set_status(Code::DEADLINE_EXCEEDED);
-                    return ProxyError::DeadlineExceeded {
-                        balancing: b.name().to_owned(),
-                        after: started.elapsed(),
+            Some(sleep) => {
+                let result = tokio::select! {
+                    biased;
+                    () = sleep.as_mut() => None,
+                    r = &mut sent => Some(r),
+                };
+                // The endpoint knows the deadline too and may answer it at the
+                // same moment (a tonic server says CANCELLED): once it has
+                // passed, the caller hears DEADLINE_EXCEEDED whatever came in.
+                match result {
+                    Some(r) if deadline_at.is_none_or(|at| Instant::now() < at) => r,
+                    _ => {
+                        // The backend stops too: cancel the stream at once.
+                        sent.cancel_now();
+                        // Counted on the endpoint by the record, not again here.
+                        record.set_status(Code::DEADLINE_EXCEEDED);
+                        return ProxyError::DeadlineExceeded {
+                            balancing: b.name().to_owned(),
+                            after: started.elapsed(),
+                        }
+                        .into_response();
                     }
-                    .into_response();
                 }
-            },
+            }
             None => (&mut sent).await,
         };
         match result {

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
 use crate::grpc_status::{self, Code};
 use crate::transport::replay::ReplayBody;
@@ -122,6 +122,18 @@ impl<R: CallObserver> ResponseBody<R> {
         }
     }
 
+    fn deadline_exceeded(&mut self) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let after = self
+            .deadline
+            .as_ref()
+            .map_or(Duration::ZERO, |(_, after)| *after);
+        let message = format!("deadline exceeded after {after:?}");
+        if let Some(r) = &mut self.record {
+            r.set_status(Code::DEADLINE_EXCEEDED);
+        }
+        self.cut_short(grpc_status::trailers(Code::DEADLINE_EXCEEDED, &message))
+    }
+
     fn cut_short(&mut self, trailers: HeaderMap) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         // Dropping the upstream body resets the upstream stream (CANCEL).
         self.upstream = None;
@@ -142,14 +154,10 @@ impl<R: CallObserver + Unpin> Body for ResponseBody<R> {
         if let Some(trailers) = this.pending_trailers.take() {
             return this.cut_short(trailers);
         }
-        if let Some((sleep, after)) = &mut this.deadline
+        if let Some((sleep, _)) = &mut this.deadline
             && sleep.as_mut().poll(cx).is_ready()
         {
-            let message = format!("deadline exceeded after {after:?}");
-            if let Some(r) = &mut this.record {
-                r.set_status(Code::DEADLINE_EXCEEDED);
-            }
-            return this.cut_short(grpc_status::trailers(Code::DEADLINE_EXCEEDED, &message));
+            return this.deadline_exceeded();
         }
         let Some(upstream) = &mut this.upstream else {
             this.record = None;
@@ -158,6 +166,16 @@ impl<R: CallObserver + Unpin> Body for ResponseBody<R> {
         match Pin::new(upstream).poll_frame(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(Ok(frame))) => {
+                // The endpoint's last word at the deadline (it knows it too)
+                // may come in before the timer fires: the deadline wins.
+                if frame.is_trailers()
+                    && this
+                        .deadline
+                        .as_ref()
+                        .is_some_and(|(sleep, _)| sleep.deadline() <= Instant::now())
+                {
+                    return this.deadline_exceeded();
+                }
                 if let Some(r) = &mut this.record {
                     if frame.is_data() {
                         r.first_response();

@@ -187,6 +187,50 @@ async fn grpc_timeout_and_the_balancing_timeout_give_deadline_exceeded() {
     proxy.stop().await;
 }
 
+/// The endpoint learns the balancing's deadline and may give up at the same
+/// moment as the proxy (a tonic server answers CANCELLED then): the caller
+/// must still get DEADLINE_EXCEEDED, whichever answer the proxy sees first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_balancing_timeout_wins_over_the_endpoints_own_answer_to_it() {
+    let bs = backends(1).await;
+    let mut b = balancing(
+        "greeter",
+        PolicyKind::RoundRobin,
+        vec![static_subset("all", 1, &[bs[0].addr()])],
+    );
+    b.timeout = Some(config::Duration::from_millis(20));
+    let proxy = start_proxy(config(vec![b])).await;
+    wait_ready(&proxy, "greeter", 1).await;
+    let client = proxy.client("greeter").await;
+    // Rounds of many calls at once, so that the proxy's timer and the
+    // endpoint's answer often become ready in the same poll.
+    let mut wrong = Vec::new();
+    for _ in 0..10 {
+        let calls = (0..100).map(|_| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                let mut req = tonic::Request::new(hello("slow"));
+                req.metadata_mut()
+                    .insert(fault_headers::DELAY_MS, "2000".parse().expect("ascii"));
+                client.say_hello(req).await
+            })
+        });
+        for call in futures::future::join_all(calls).await {
+            match call.expect("call task") {
+                Err(status) if status.code() == Code::DeadlineExceeded => {}
+                other => wrong.push(format!("{other:?}")),
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of 1,000 calls: {:?}",
+        wrong.len(),
+        wrong.first()
+    );
+    proxy.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_endpoint_fails_fast_with_unavailable() {
     let proxy = start_proxy(config(vec![balancing(
