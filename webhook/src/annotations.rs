@@ -21,6 +21,10 @@ pub const PROXY_MEMORY_REQUEST: &str = "grpcbalancer.io/proxy-memory-request";
 pub const PROXY_MEMORY_LIMIT: &str = "grpcbalancer.io/proxy-memory-limit";
 /// One of `trace`, `debug`, `info`, `warn`, `error`.
 pub const LOG_LEVEL: &str = "grpcbalancer.io/log-level";
+/// How the proxy follows endpoints and config: `push` (the operator's
+/// discovery stream, with the ConfigMap and DNS as fallback; the default when
+/// the operator serves discovery) or `dns` (the ConfigMap and DNS alone).
+pub const DISCOVERY: &str = "grpcbalancer.io/discovery";
 /// Honoured only when the settings allow image overrides.
 pub const PROXY_IMAGE: &str = "grpcbalancer.io/proxy-image";
 

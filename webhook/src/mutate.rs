@@ -135,8 +135,11 @@ pub fn mutate(pod: &Pod, ctx: &InjectionContext<'_>) -> Result<Option<Patch>, In
         }
     }
     let mut container = sidecar::proxy_container(ctx.settings, &proxy);
-    if let (Some(address), Some(ca)) = (ctx.settings.discovery_address.as_deref(), ctx.discovery_ca)
-    {
+    if let (Some(address), Some(ca), true) = (
+        ctx.settings.discovery_address.as_deref(),
+        ctx.discovery_ca,
+        proxy.push_discovery,
+    ) {
         if spec
             .volumes
             .iter()

@@ -16,6 +16,9 @@ pub struct EffectiveProxy<'a> {
     pub image: &'a str,
     pub resources: ProxyResources,
     pub log_level: LogLevel,
+    /// `false`: the pod asked for the ConfigMap and DNS alone, without the
+    /// operator's push discovery.
+    pub push_discovery: bool,
 }
 
 pub fn effective_proxy<'a>(
@@ -72,6 +75,21 @@ pub fn effective_proxy<'a>(
             .map_err(|why: String| invalid(annotations::LOG_LEVEL, level, &why))?,
     };
 
+    let push_discovery = match pod_annotations
+        .get(annotations::DISCOVERY)
+        .map(String::as_str)
+    {
+        None | Some("push") => true,
+        Some("dns") => false,
+        Some(other) => {
+            return Err(invalid(
+                annotations::DISCOVERY,
+                other,
+                "expected push or dns",
+            ));
+        }
+    };
+
     Ok(EffectiveProxy {
         image,
         resources: ProxyResources {
@@ -81,6 +99,7 @@ pub fn effective_proxy<'a>(
             memory_limit,
         },
         log_level,
+        push_discovery,
     })
 }
 

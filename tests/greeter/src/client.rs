@@ -105,6 +105,8 @@ pub enum ClientError {
     Metadata(String),
     #[error("concurrency and connections must be at least 1")]
     ZeroConcurrency,
+    #[error("the rate and the report window must be above 0")]
+    ZeroRate,
 }
 
 fn endpoint(target: &str) -> Result<Endpoint, ClientError> {
@@ -129,14 +131,14 @@ pub async fn connect(target: &str) -> Result<GreeterClient<Channel>, ClientError
         .max_encoding_message_size(DEFAULT_MAX_MESSAGE_BYTES))
 }
 
-type Metadata = Arc<
+pub(crate) type Metadata = Arc<
     Vec<(
         MetadataKey<tonic::metadata::Ascii>,
         MetadataValue<tonic::metadata::Ascii>,
     )>,
 >;
 
-fn parse_metadata(entries: &[(String, String)]) -> Result<Metadata, ClientError> {
+pub(crate) fn parse_metadata(entries: &[(String, String)]) -> Result<Metadata, ClientError> {
     entries
         .iter()
         .map(|(key, value)| {
@@ -151,7 +153,7 @@ fn parse_metadata(entries: &[(String, String)]) -> Result<Metadata, ClientError>
 }
 
 /// The outcome of one call: the backends that answered it, or its status.
-type CallOutcome = Result<Vec<String>, Status>;
+pub(crate) type CallOutcome = Result<Vec<String>, Status>;
 
 /// Makes `calls` calls, `concurrency` at a time, over `connections` connections.
 pub async fn run_load(options: LoadOptions) -> Result<LoadReport, ClientError> {
@@ -237,7 +239,7 @@ fn hello(count: u32) -> HelloRequest {
     }
 }
 
-async fn one_call(
+pub(crate) async fn one_call(
     mut client: GreeterClient<Channel>,
     options: &LoadOptions,
     metadata: &Metadata,

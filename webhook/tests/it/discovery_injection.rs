@@ -147,3 +147,45 @@ fn a_pod_volume_of_the_token_volume_name_is_refused() {
         injected(&["--proxy-discovery-address", ADDRESS], Some(CA), &taken).expect_err("refused");
     assert!(err.contains(DISCOVERY_TOKEN_VOLUME_NAME), "{err}");
 }
+
+fn annotated(discovery: &str) -> Pod {
+    let mut pod = pod(json!(null));
+    pod.metadata
+        .annotations
+        .get_or_insert_default()
+        .insert("grpcbalancer.io/discovery".into(), discovery.into());
+    pod
+}
+
+#[test]
+fn a_pod_can_ask_for_dns_alone_or_say_push_explicitly() {
+    let argv = ["--proxy-discovery-address", ADDRESS];
+    let dns = injected(&argv, Some(CA), &annotated("dns")).expect("injects");
+    assert!(token_volume(&dns).is_none());
+    let args = proxy(&dns).args.unwrap_or_default();
+    assert!(!args.iter().any(|a| a == "--discovery-address"), "{args:?}");
+    assert!(
+        !proxy(&dns)
+            .env
+            .unwrap_or_default()
+            .iter()
+            .any(|e| e.name == DISCOVERY_CA_ENV)
+    );
+
+    let push = injected(&argv, Some(CA), &annotated("push")).expect("injects");
+    assert!(token_volume(&push).is_some());
+    let args = proxy(&push).args.unwrap_or_default();
+    assert!(args.iter().any(|a| a == "--discovery-address"), "{args:?}");
+}
+
+#[test]
+fn an_unknown_discovery_mode_is_refused_with_the_annotation_named() {
+    let argv = ["--proxy-discovery-address", ADDRESS];
+    for value in ["", "DNS", "push,dns", "file", "dns\n"] {
+        let err = injected(&argv, Some(CA), &annotated(value)).expect_err(value);
+        assert!(
+            err.contains("grpcbalancer.io/discovery") && err.contains("push or dns"),
+            "{value:?}: {err}"
+        );
+    }
+}

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use grpc_balancer_greeter::timeline::{TimelineOptions, TimelineWindow, run_timeline};
 use grpc_balancer_greeter::{LoadOptions, LoadReport, Mode, run_load};
 
 #[derive(Debug, Parser)]
@@ -47,6 +48,17 @@ struct Args {
     /// can complete.
     #[arg(long, value_parser = HttpUrl::parse)]
     post_when_done: Option<HttpUrl>,
+    /// Instead of `--calls`: start this many calls per second for
+    /// `--duration-s`, and print one JSON line per `--window-ms` with each
+    /// backend's calls and the times of its first and last call sent.
+    #[arg(long)]
+    rate: Option<u32>,
+    /// How long a `--rate` run lasts.
+    #[arg(long, default_value_t = 3600, requires = "rate")]
+    duration_s: u64,
+    /// The window of a `--rate` run's report lines.
+    #[arg(long, default_value_t = 1000, requires = "rate")]
+    window_ms: u64,
 }
 
 /// A plain-HTTP URL: the authority to connect to and the request path.
@@ -134,6 +146,20 @@ async fn main() -> ExitCode {
         call_timeout: args.timeout_ms.map(Duration::from_millis),
         ..LoadOptions::new(args.target, args.calls)
     };
+    if let Some(rate) = args.rate {
+        let timeline = TimelineOptions {
+            rate,
+            window: Duration::from_millis(args.window_ms),
+            duration: Duration::from_secs(args.duration_s),
+        };
+        return match run_timeline(options, timeline, print_window).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("greeter-client: {}", error_chain(&error));
+                ExitCode::from(1)
+            }
+        };
+    }
     let report = match run_load(options).await {
         Ok(report) => report,
         Err(error) => {
@@ -176,6 +202,17 @@ async fn main() -> ExitCode {
     } else {
         ExitCode::from(2)
     }
+}
+
+/// One JSON line; `false` once stdout is gone (its reader left), which ends
+/// the run instead of calling on for nobody.
+fn print_window(window: &TimelineWindow) -> bool {
+    use std::io::Write as _;
+    let Ok(json) = serde_json::to_string(window) else {
+        return false;
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{json}").and_then(|()| out.flush()).is_ok()
 }
 
 fn print_text(report: &LoadReport) {
