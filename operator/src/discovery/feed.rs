@@ -162,7 +162,14 @@ pub async fn run(
     let render = async {
         let _ = gb_store.wait_until_ready().await;
         let _ = slice_store.wait_until_ready().await;
-        publish(&hub, &settings, &gb_store, &slice_store, marks.take().await);
+        publish(
+            &hub,
+            &settings,
+            &metrics,
+            &gb_store,
+            &slice_store,
+            marks.take().await,
+        );
         hub.set_ready();
         tracing::info!("discovery: watches listed; serving snapshots");
         loop {
@@ -172,7 +179,7 @@ pub async fn run(
             for (ns, at) in marks.take_now() {
                 batch.entry(ns).or_insert(at);
             }
-            publish(&hub, &settings, &gb_store, &slice_store, batch);
+            publish(&hub, &settings, &metrics, &gb_store, &slice_store, batch);
         }
     };
     let prune = async {
@@ -200,6 +207,7 @@ impl Marks {
 fn publish(
     hub: &Hub,
     settings: &FeedSettings,
+    metrics: &Metrics,
     balancings: &Store<GrpcBalancing>,
     slices: &Store<EndpointSlice>,
     batch: HashMap<String, SystemTime>,
@@ -227,8 +235,15 @@ fn publish(
             settings.proxy_admin_port,
         ) {
             Ok(state) => {
-                if let Some(version) = hub.publish(&namespace, state, observed_at) {
-                    tracing::debug!(%namespace, version, "discovery: published");
+                if let Some(published) = hub.publish(&namespace, state, observed_at) {
+                    tracing::debug!(%namespace, version = published.version, "discovery: published");
+                    if published.slow_dropped > 0 {
+                        tracing::warn!(%namespace, streams = published.slow_dropped, "discovery: dropped streams a full buffer behind; their proxies reconnect once they read again");
+                        metrics
+                            .discovery
+                            .slow_streams_dropped
+                            .inc_by(published.slow_dropped);
+                    }
                 }
             }
             Err(e) => {

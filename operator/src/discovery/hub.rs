@@ -36,6 +36,15 @@ pub enum StreamEnd {
 }
 
 /// Shared by the feed (publishing) and the server (subscribing).
+/// What one publication did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// The namespace's new version.
+    pub version: u64,
+    /// Streams dropped because their buffer was full.
+    pub slow_dropped: u64,
+}
+
 pub struct Hub {
     epoch: String,
     buffer: usize,
@@ -118,13 +127,13 @@ impl Hub {
     /// Makes `state` the namespace's state, observed at `observed_at`, and
     /// sends the difference to its watchers. Returns the new version, or
     /// `None` when nothing changed. Streams that cannot take the message
-    /// are dropped.
+    /// are dropped (counted in the answer).
     pub fn publish(
         &self,
         namespace: &str,
         state: NamespaceState,
         observed_at: SystemTime,
-    ) -> Option<u64> {
+    ) -> Option<Published> {
         let mut namespaces = self.lock();
         let entry = namespaces.entry(namespace.to_owned()).or_default();
         let diff = diff(&entry.state, &state)?;
@@ -140,12 +149,14 @@ impl Hub {
             removed_services: diff.removed,
             observed_at_unix_ms: entry.observed_at_unix_ms,
         });
+        let mut slow_dropped = 0;
         entry
             .subscribers
             .retain(|s| match s.tx.try_send(message.clone()) {
                 Ok(()) => true,
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     s.too_slow.store(true, Ordering::Relaxed);
+                    slow_dropped += 1;
                     false
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -157,7 +168,10 @@ impl Hub {
             // which watchers never see: they would be in `subscribers`).
             namespaces.remove(namespace);
         }
-        Some(version)
+        Some(Published {
+            version,
+            slow_dropped,
+        })
     }
 
     /// Starts a stream of `namespace`: its first message is the snapshot.
@@ -320,7 +334,10 @@ mod tests {
         let now = SystemTime::now();
         assert_eq!(
             hub.publish("a", state("cfg1", &[("s1", &["10.0.0.1:1"])]), now),
-            Some(1)
+            Some(Published {
+                version: 1,
+                slow_dropped: 0
+            })
         );
         let mut sub = hub.subscribe("a");
         let snap = next(&mut sub).await;
@@ -380,8 +397,12 @@ mod tests {
         let hub = Hub::new("e".into(), 4);
         let mut slow = hub.subscribe("a");
         let mut fast = hub.subscribe("a");
+        let mut dropped = 0;
         for i in 0..20 {
-            hub.publish("a", state(&format!("cfg{i}"), &[]), SystemTime::now());
+            let published = hub
+                .publish("a", state(&format!("cfg{i}"), &[]), SystemTime::now())
+                .expect("a change");
+            dropped += published.slow_dropped;
             // The fast reader keeps up.
             let _ = next(&mut fast).await;
             if i == 0 {
@@ -402,6 +423,7 @@ mod tests {
         };
         assert_eq!(end, StreamEnd::TooSlow(4));
         assert_eq!(got, 4, "exactly the buffer's worth was kept");
+        assert_eq!(dropped, 1, "counted once, when it was dropped");
         assert!(slow.next().await.is_none());
         assert_eq!(hub.streams(), 1, "only the fast stream is left");
     }

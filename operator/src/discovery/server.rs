@@ -162,8 +162,9 @@ impl Stream for WatchStream {
                 }
                 Poll::Ready(Some(Ok((*message).clone())))
             }
+            // Counted when the hub dropped it, which may be long before a
+            // reader that stopped reading gets here.
             Poll::Ready(Some(Err(end @ StreamEnd::TooSlow(_)))) => {
-                self.metrics.slow_streams_dropped.inc();
                 Poll::Ready(Some(Err(Status::resource_exhausted(end.to_string()))))
             }
             Poll::Ready(None) => Poll::Ready(None),

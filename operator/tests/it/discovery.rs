@@ -45,6 +45,15 @@ impl Drop for Server {
 }
 
 async fn start_server(client: &kube::Client, watch_namespace: Option<String>) -> Server {
+    start_server_with(client, watch_namespace, 100, 8).await
+}
+
+async fn start_server_with(
+    client: &kube::Client,
+    watch_namespace: Option<String>,
+    max_streams: usize,
+    stream_buffer: usize,
+) -> Server {
     let names = serving_names("grpc-balancer", "grpc-balancer", &[]);
     let certs = generate(&names, SystemTime::now()).expect("certificates");
     let key = certified_key(certs.cert_pem.as_bytes(), certs.key_pem.as_bytes()).expect("key");
@@ -62,8 +71,8 @@ async fn start_server(client: &kube::Client, watch_namespace: Option<String>) ->
             proxy_admin_port: 9901,
             watch_namespace,
         },
-        max_streams: 100,
-        stream_buffer: 8,
+        max_streams,
+        stream_buffer,
         epoch: "test-epoch".into(),
     };
     tokio::spawn(discovery.run(
@@ -425,4 +434,168 @@ async fn plaintext_and_untrusted_clients_are_refused_by_tls() {
         .await
         .expect_err("refused");
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+}
+
+/// A snapshot that already has `service` (the server's watches may not have
+/// caught up with what the test created).
+async fn stream_with(
+    server: &Server,
+    ns: &str,
+    token: &str,
+    service: &str,
+) -> (tonic::Streaming<WatchResponse>, WatchResponse) {
+    poll_until("a snapshot with the balancing", TIMEOUT, || async move {
+        let mut stream = watch(channel(server), ns, Some(token))
+            .await
+            .map_err(|e| e.to_string())?;
+        let first = next(&mut stream).await;
+        if first.endpoint_sets.iter().any(|s| s.service == service) {
+            Ok((stream, first))
+        } else {
+            Err(format!("snapshot without {service}"))
+        }
+    })
+    .await
+}
+
+async fn balancing_with_slice(client: &kube::Client, ns: &str) -> String {
+    let gbs: Api<GrpcBalancing> = Api::namespaced(client.clone(), ns);
+    gbs.create(&PostParams::default(), &with_spec("greeter", SPEC))
+        .await
+        .expect("balancing");
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
+    slices
+        .create(
+            &PostParams::default(),
+            &slice(
+                "grpcb-greeter-v1-a",
+                "grpcb-greeter-v1",
+                vec![endpoint("10.1.0.1", "g-1", false)],
+            ),
+        )
+        .await
+        .expect("slice");
+    format!("grpcb-greeter-v1.{ns}.svc.cluster.local")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_stream_cap_a_proxy_is_refused_until_one_leaves() {
+    let cp = ControlPlane::shared().await;
+    let client = cp.client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::new(&client, "push-cap").await;
+    let service = balancing_with_slice(&client, ns.name()).await;
+    let server = start_server_with(&client, None, 2, 8).await;
+    let token = token(&client, ns.name(), "proxy", TOKEN_AUDIENCE).await;
+
+    let (first, _) = stream_with(&server, ns.name(), &token, &service).await;
+    let (_second, _) = stream_with(&server, ns.name(), &token, &service).await;
+    let refused = watch(channel(&server), ns.name(), Some(&token))
+        .await
+        .expect_err("a third stream is over the cap");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().contains("2 streams"), "{refused:?}");
+    let text = server.metrics.encode();
+    assert!(text.contains("reason=\"too_many_streams\"} 1"), "{text}");
+
+    // One proxy goes: its place is free again.
+    drop(first);
+    let (_third, snapshot) = stream_with(&server, ns.name(), &token, &service).await;
+    assert!(snapshot.snapshot);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_stops_reading_is_dropped_and_the_others_keep_up() {
+    let cp = ControlPlane::shared().await;
+    let client = cp.client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::new(&client, "push-slow").await;
+    let service = balancing_with_slice(&client, ns.name()).await;
+    let server = start_server_with(&client, None, 100, 8).await;
+    let token = token(&client, ns.name(), "proxy", TOKEN_AUDIENCE).await;
+
+    // The slow proxy reads its snapshot, then nothing more.
+    let (mut slow, _) = stream_with(&server, ns.name(), &token, &service).await;
+    let (mut fast, _) = stream_with(&server, ns.name(), &token, &service).await;
+    // A pod of the fast reader's latest change.
+    let (seen, fast_latest) = tokio::sync::watch::channel(String::new());
+    tokio::spawn(async move {
+        while let Ok(Some(message)) = fast.message().await {
+            if let Some(e) = message
+                .endpoint_sets
+                .first()
+                .and_then(|s| s.endpoints.first())
+            {
+                seen.send_replace(e.pod_name.clone());
+            }
+        }
+    });
+
+    // Changes large enough to fill the slow stream's HTTP/2 windows (a tonic
+    // client's default stream window is 2 MiB) and its buffer several times
+    // over: 300 endpoints each (about 25 KB a message), 300 times.
+    const CHANGES: u64 = 300;
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns.name());
+    for round in 0..CHANGES {
+        let endpoints: Vec<_> = (0..300)
+            .map(|i| {
+                serde_json::json!({
+                    "addresses": [format!("10.{}.{}.{}", 2 + i / 250, round % 250, i % 250 + 1)],
+                    "conditions": {"ready": true, "serving": true, "terminating": false},
+                    "targetRef": {"kind": "Pod", "name": format!("greeter-v1-7d9f8b6c5d-round{round}-pod{i}")},
+                    "zone": "zone-a"
+                })
+            })
+            .collect();
+        slices
+            .patch(
+                "grpcb-greeter-v1-a",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({ "endpoints": endpoints })),
+            )
+            .await
+            .expect("patched");
+    }
+
+    poll_until("the slow stream dropped", TIMEOUT, || async {
+        let text = server.metrics.encode();
+        if text.contains("grpc_balancer_operator_discovery_slow_streams_dropped_total 1") {
+            Ok(())
+        } else {
+            Err("not yet".to_owned())
+        }
+    })
+    .await;
+    // What was buffered for the slow one (bounded by its HTTP/2 windows and
+    // the per-stream buffer), then a clear end: not 300 changes kept for it.
+    let mut buffered = 0;
+    let end = loop {
+        match tokio::time::timeout(TIMEOUT, slow.message()).await {
+            Ok(Ok(Some(_))) => buffered += 1,
+            Ok(Ok(None)) => panic!("the slow stream ended without a status after {buffered}"),
+            Ok(Err(status)) => break status,
+            Err(_) => panic!("the slow stream neither ended nor sent within {TIMEOUT:?}"),
+        }
+    };
+    assert_eq!(end.code(), Code::ResourceExhausted, "{end:?}");
+    assert!(
+        buffered < CHANGES / 2,
+        "{buffered} of {CHANGES} changes were kept for a reader that stopped"
+    );
+
+    // The fast one saw the last change (the feed may fold changes that come
+    // close together into one version, so look for the last one's content).
+    let wanted = format!("-round{}-", CHANGES - 1);
+    poll_until("the fast reader at the last change", TIMEOUT, || {
+        let latest = fast_latest.borrow().clone();
+        let wanted = wanted.clone();
+        async move {
+            if latest.contains(&wanted) {
+                Ok(())
+            } else {
+                Err(format!("at {latest}, wanted a pod of {wanted}"))
+            }
+        }
+    })
+    .await;
 }
