@@ -137,7 +137,7 @@ pub struct DiscoveryMetrics {
 }
 
 impl DiscoveryMetrics {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let refusals = Family::<RefusalLabels, Counter>::default();
         for &reason in RefusalReason::ALL {
             let _ = refusals.get_or_create(&RefusalLabels { reason });

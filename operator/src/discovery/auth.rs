@@ -22,6 +22,11 @@ pub struct Identity {
     pub service_account: String,
     /// Set for pod-bound (projected) tokens.
     pub pod_name: Option<String>,
+    /// When the token expires (its `exp` claim; `None`: it does not). A
+    /// stream opened with it ends then: the proxy comes back with the
+    /// token the kubelet has renewed, and a stolen or revoked one stops
+    /// working within its lifetime.
+    pub expires_at: Option<SystemTime>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -140,7 +145,10 @@ impl Authenticator {
             // Not cached: the next attempt asks again.
             Err(e) => return Err(AuthError::Unavailable(e)),
         };
-        let verdict = judge(review);
+        let verdict = judge(review).map(|identity| Identity {
+            expires_at: token_expiry(token),
+            ..identity
+        });
         let ttl = match &verdict {
             Ok(_) => token_lifetime(token, SystemTime::now()).unwrap_or(DEFAULT_TTL),
             Err(_) => REFUSAL_TTL,
@@ -219,6 +227,7 @@ fn judge(review: Review) -> Result<Identity, AuthError> {
                 namespace: ns.to_owned(),
                 service_account: sa.to_owned(),
                 pod_name: review.pod_name,
+                expires_at: None,
             })
         }
         _ => Err(AuthError::NotServiceAccount(review.username)),
@@ -229,14 +238,19 @@ fn judge(review: Review) -> Result<Identity, AuthError> {
 /// not verified: the apiserver verified the token, and this only bounds how
 /// long that verdict is reused.
 fn token_lifetime(token: &str, now: SystemTime) -> Option<Duration> {
+    let left = token_expiry(token)?.duration_since(now).unwrap_or_default();
+    Some(Duration::from_secs(left.as_secs()))
+}
+
+/// The token's `exp` claim, read as [`token_lifetime`] says.
+fn token_expiry(token: &str) -> Option<SystemTime> {
     let payload = token.split('.').nth(1)?;
     let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
         .ok()?;
     let claims: serde_json::Value = serde_json::from_slice(&json).ok()?;
     let exp = claims.get("exp")?.as_u64()?;
-    let now = now.duration_since(UNIX_EPOCH).ok()?.as_secs();
-    Some(Duration::from_secs(exp.saturating_sub(now)))
+    UNIX_EPOCH.checked_add(Duration::from_secs(exp))
 }
 
 #[cfg(test)]
@@ -414,6 +428,24 @@ mod tests {
         }
         assert_eq!(table.calls.load(Ordering::SeqCst), 2);
         assert_eq!(auth.cached_verdicts(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_identity_carries_its_tokens_expiry() {
+        let exp = now_secs() + 300;
+        let token = jwt(exp);
+        let (auth, _) = authenticator(vec![(
+            token.clone(),
+            accepted("system:serviceaccount:ns:sa"),
+        )]);
+        let identity = auth
+            .authenticate(Some(&bearer(&token)))
+            .await
+            .expect("accepted");
+        assert_eq!(
+            identity.expires_at,
+            Some(UNIX_EPOCH + Duration::from_secs(exp))
+        );
     }
 
     #[test]

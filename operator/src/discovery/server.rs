@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use futures::Stream;
+use futures::{Future as _, Stream};
 use grpc_balancer_discovery_api::AUTHORIZATION;
 use grpc_balancer_discovery_api::incoming::incoming;
 use grpc_balancer_discovery_api::v1::discovery_server::{Discovery, DiscoveryServer};
 use grpc_balancer_discovery_api::v1::{WatchRequest, WatchResponse};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
@@ -133,9 +134,15 @@ impl Discovery for DiscoveryService {
             "discovery stream opened"
         );
         self.metrics.streams.inc();
+        let expires = identity.expires_at.map(|at| {
+            let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+            Box::pin(tokio::time::sleep(left))
+        });
         Ok(Response::new(WatchStream {
             subscription: self.hub.subscribe(&identity.namespace),
             metrics: self.metrics.clone(),
+            expires,
+            expired: false,
             _permit: permit,
         }))
     }
@@ -145,6 +152,10 @@ impl Discovery for DiscoveryService {
 pub struct WatchStream {
     subscription: Subscription,
     metrics: Arc<DiscoveryMetrics>,
+    /// The token's expiry: the stream ends then, and the proxy comes back
+    /// with its renewed token.
+    expires: Option<Pin<Box<Sleep>>>,
+    expired: bool,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -152,6 +163,18 @@ impl Stream for WatchStream {
     type Item = Result<WatchResponse, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.expired {
+            return Poll::Ready(None);
+        }
+        if let Some(expires) = &mut self.expires
+            && expires.as_mut().poll(cx).is_ready()
+        {
+            self.expires = None;
+            self.expired = true;
+            return Poll::Ready(Some(Err(Status::unauthenticated(
+                "the token this stream was opened with has expired: reconnect with the current one",
+            ))));
+        }
         match Pin::new(&mut self.subscription).poll_next(cx) {
             Poll::Ready(Some(Ok(message))) => {
                 if !message.snapshot {
@@ -198,4 +221,36 @@ pub async fn serve(
     router
         .serve_with_incoming_shutdown(connections, stop.cancelled_owned())
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt as _;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stream_ends_unauthenticated_when_its_token_expires() {
+        let hub = Hub::new("e".into(), 4);
+        let permit = Arc::new(Semaphore::new(1))
+            .try_acquire_owned()
+            .expect("a free permit");
+        let mut stream = WatchStream {
+            subscription: hub.subscribe("a"),
+            metrics: Arc::new(DiscoveryMetrics::new()),
+            expires: Some(Box::pin(tokio::time::sleep(Duration::from_millis(200)))),
+            expired: false,
+            _permit: permit,
+        };
+        let first = stream.next().await.expect("an item").expect("the snapshot");
+        assert!(first.snapshot);
+        let end = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("the stream ends in time")
+            .expect("an item")
+            .expect_err("an error status");
+        assert_eq!(end.code(), tonic::Code::Unauthenticated, "{end:?}");
+        assert!(end.message().contains("expired"), "{end:?}");
+        assert!(stream.next().await.is_none());
+    }
 }

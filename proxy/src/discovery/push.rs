@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -63,6 +64,10 @@ const BACKOFF_FIRST: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How long connecting and receiving the snapshot may take.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(15);
+/// After a stream that worked ends (its token is renewed, an operator
+/// replica goes away), a new one gets this long to deliver its snapshot
+/// before subsets fall back to DNS: routine ends do not flap to DNS and back.
+const RECONNECT_GRACE: Duration = Duration::from_secs(2);
 /// Largest message accepted (a namespace's config and endpoints).
 const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 /// Longest service name accepted (a DNS name).
@@ -108,6 +113,9 @@ struct Inner {
     received_at: Option<Instant>,
     observed_at_unix_ms: i64,
     reconnects: u64,
+    /// A stream that worked ended and the next one has not delivered yet
+    /// (within the grace, subsets stay on what was pushed).
+    replacing: bool,
     last_error: Option<String>,
     sets: HashMap<String, Vec<Endpoint>>,
     /// Active source of each subset stream (by stream id: a reload runs
@@ -261,6 +269,11 @@ impl PushState {
         {
             let mut inner = self.lock();
             if message.snapshot {
+                if inner.replacing {
+                    inner.replacing = false;
+                    inner.reconnects += 1;
+                    self.metrics.reconnects.inc();
+                }
                 inner.sets.clear();
                 inner.epoch = message.epoch.clone();
             } else {
@@ -313,6 +326,13 @@ impl PushState {
         Ok(())
     }
 
+    /// A stream that worked ended; the next one is on its way.
+    fn stream_ended(&self, error: String) {
+        let mut inner = self.lock();
+        inner.replacing = inner.connected;
+        inner.last_error = Some(error);
+    }
+
     /// The stream is gone: subsets fall back to DNS, keeping what they have
     /// until it answers.
     pub fn disconnected(&self, error: String) {
@@ -323,6 +343,7 @@ impl PushState {
                 self.metrics.reconnects.inc();
             }
             inner.connected = false;
+            inner.replacing = false;
             self.metrics.connected.set(0);
             inner.last_error = Some(error);
         }
@@ -339,15 +360,44 @@ fn unix_ms(t: SystemTime) -> i64 {
 /// Keeps a stream open until `stop`, feeding `state`.
 pub async fn run_client(settings: PushSettings, state: Arc<PushState>, stop: CancellationToken) {
     let mut failures: u32 = 0;
+    // The end of a stream that worked, not reported yet: the next attempt
+    // starts at once and has `RECONNECT_GRACE` to take over.
+    let mut unreported: Option<String> = None;
     loop {
-        let result = tokio::select! {
-            () = stop.cancelled() => return,
-            r = stream_once(&settings, &state) => r,
+        let delivered_now = AtomicBool::new(false);
+        let started = Instant::now();
+        let attempt = stream_once(&settings, &state, &delivered_now);
+        tokio::pin!(attempt);
+        let grace = tokio::time::sleep(RECONNECT_GRACE);
+        tokio::pin!(grace);
+        let result = loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                r = &mut attempt => break r,
+                () = &mut grace, if unreported.is_some() => {
+                    if let Some(error) = unreported.take()
+                        && !delivered_now.load(Ordering::Acquire)
+                    {
+                        tracing::warn!(error = %error, "push discovery stream lost; DNS and the config file until it is back");
+                        state.disconnected(error);
+                    }
+                }
+            }
         };
+        unreported = None;
         let (delivered, error) = match result {
             Ok(delivered) => (delivered, "the server ended the stream".to_owned()),
             Err((delivered, e)) => (delivered, e),
         };
+        // A server that ends every stream at once gets the back-off, not a
+        // reconnect loop.
+        if delivered && started.elapsed() >= RECONNECT_GRACE {
+            tracing::info!(error = %error, "push discovery stream ended; reconnecting");
+            state.stream_ended(error.clone());
+            unreported = Some(error);
+            failures = 0;
+            continue;
+        }
         tracing::warn!(error = %error, "push discovery stream lost; DNS and the config file until it is back");
         state.disconnected(error);
         failures = if delivered {
@@ -372,7 +422,11 @@ pub fn backoff(failures: u32, unit: f64) -> Duration {
 
 /// One stream from connect to its end. `Ok(true)`/`Err((true, _))`: a
 /// snapshot was applied (the connection worked: back-off starts over).
-async fn stream_once(settings: &PushSettings, state: &PushState) -> Result<bool, (bool, String)> {
+async fn stream_once(
+    settings: &PushSettings,
+    state: &PushState,
+    delivered_now: &AtomicBool,
+) -> Result<bool, (bool, String)> {
     let fail = |e: String| (false, e);
     let ca = match &settings.ca {
         CaSource::Pem(pem) => pem.clone().into_bytes(),
@@ -425,6 +479,7 @@ async fn stream_once(settings: &PushSettings, state: &PushState) -> Result<bool,
                     .map_err(|e| (delivered, e.to_string()))?;
                 if snapshot && !delivered {
                     delivered = true;
+                    delivered_now.store(true, Ordering::Release);
                     tracing::info!(
                         version = state.freshness().version,
                         "push discovery connected"

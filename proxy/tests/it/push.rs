@@ -425,3 +425,58 @@ async fn a_refused_token_leaves_the_proxy_on_dns_and_says_why() {
     let _ = &mut client;
     proxy.stop().await;
 }
+
+/// A stream that worked and ends (the operator renews it when its token
+/// expires, or a replica goes away) is replaced at once: subsets stay on
+/// the pushed endpoints and DNS is not even asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_stream_is_replaced_without_a_detour_through_dns() {
+    let (port, _pods) = crate::support::loopback_pods(5).await;
+    let queries = Arc::new(AtomicUsize::new(0));
+    let dns = dns_server(dns_answers([Ipv4Addr::new(127, 0, 0, 2)]), queries.clone()).await;
+    let certs = certs();
+    let discovery = TestDiscovery::default();
+    discovery.set(vec![ready([127, 0, 0, 3], port)]);
+    let server_addr = free_addr();
+    let _server = serve(server_addr, certs.server.clone(), discovery.clone()).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut settings = test_settings(ConfigSource::Fixed(file_config(port, free_addr())));
+    settings.dns_server = Some(dns);
+    settings.push = Some(push_settings(dir.path(), server_addr, &certs.ca_pem, TOKEN));
+    let proxy = start(settings).await;
+    let mut client = proxy.client("greeter").await;
+    eventually(
+        Duration::from_secs(10),
+        "calls on the pushed endpoint only",
+        || {
+            let mut client = client.clone();
+            async move { spread(&mut client, 10).await.keys().eq(["pod-3"]) }
+        },
+    )
+    .await;
+    // Only a stream that lived a while is replaced at once (one that ends
+    // right away gets the back-off): let this one reach that age.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let asked_before = queries.load(Ordering::SeqCst);
+
+    // The server ends every stream.
+    discovery.ns.lock().expect("lock").watchers.clear();
+    eventually(Duration::from_secs(10), "the stream replaced", || async {
+        let view = endpoints_json(&proxy).await;
+        view["push"]["connected"] == true && view["push"]["reconnects"] == 1
+    })
+    .await;
+    let after = spread(&mut client, 30).await;
+    assert!(after.keys().eq(["pod-3"]), "{after:?}");
+    let view = endpoints_json(&proxy).await;
+    assert_eq!(
+        view["balancings"][0]["subsets"][0]["source"], "push",
+        "{view}"
+    );
+    assert_eq!(
+        queries.load(Ordering::SeqCst),
+        asked_before,
+        "DNS was asked while the stream was being replaced"
+    );
+    proxy.stop().await;
+}
