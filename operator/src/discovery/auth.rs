@@ -1,7 +1,8 @@
 //! Who is calling: the projected ServiceAccount token of a proxy, checked
 //! by the apiserver (TokenReview) for the discovery audience. A verdict is
-//! cached until the token expires, so a proxy reconnecting (or a thousand of
-//! them) does not cost a TokenReview each time; refusals are cached briefly
+//! cached for up to a minute (never past the token's expiry), so a proxy
+//! reconnecting (or a thousand of them) does not cost a TokenReview each
+//! time, and a revoked token is refused soon; refusals are cached briefly
 //! too, so a flood of bad tokens cannot turn into a flood of reviews.
 
 use std::collections::HashMap;
@@ -100,8 +101,10 @@ pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 const REFUSAL_TTL: Duration = Duration::from_secs(10);
 /// How long an accepted token without a readable expiry is remembered.
 const DEFAULT_TTL: Duration = Duration::from_secs(60);
-/// Never longer than this, whatever the token says.
-const MAX_TTL: Duration = Duration::from_secs(3600);
+/// Never longer than this, whatever the token says: a token revoked before
+/// its expiry (its pod or ServiceAccount deleted) opens no new stream after
+/// this long. Streams it opened end at its expiry.
+const MAX_TTL: Duration = Duration::from_secs(60);
 /// Verdicts remembered at most; beyond, expired ones go first, then no caching.
 const MAX_CACHED: usize = 10_000;
 /// TokenReviews in flight at once.

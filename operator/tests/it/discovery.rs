@@ -20,7 +20,9 @@ use grpc_balancer_operator::render::fixtures::with_spec;
 use grpc_balancer_test_support::{ControlPlane, TestNamespace, poll_until};
 use grpc_balancer_webhook::certs::{generate, serving_names};
 use grpc_balancer_webhook::tls::{ServingCert, certified_key, server_config};
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::authentication::v1::{
+    TokenRequest, TokenRequestSpec, TokenReview, TokenReviewSpec,
+};
 use k8s_openapi::api::core::v1::{ObjectReference, ServiceAccount};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -204,47 +206,12 @@ async fn a_proxy_gets_its_namespace_snapshot_then_changes() {
     let client = cp.client().await;
     install_crd(&client).await;
     let ns = TestNamespace::new(&client, "push").await;
+    let service = balancing_with_slice(&client, ns.name()).await;
     let gbs: Api<GrpcBalancing> = Api::namespaced(client.clone(), ns.name());
-    gbs.create(&PostParams::default(), &with_spec("greeter", SPEC))
-        .await
-        .expect("balancing");
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns.name());
-    slices
-        .create(
-            &PostParams::default(),
-            &slice(
-                "grpcb-greeter-v1-a",
-                "grpcb-greeter-v1",
-                vec![endpoint("10.1.0.1", "g-1", false)],
-            ),
-        )
-        .await
-        .expect("slice");
-
     let server = start_server(&client, None).await;
     let token = token(&client, ns.name(), "proxy", TOKEN_AUDIENCE).await;
-    let service = format!("grpcb-greeter-v1.{}.svc.cluster.local", ns.name());
-
-    // The first stream may start before the watch saw the objects: wait
-    // for a snapshot that has them.
-    let (mut stream, snapshot) = poll_until("a snapshot with the balancing", TIMEOUT, || {
-        let channel = channel(&server);
-        let token = token.clone();
-        let ns = ns.name().to_owned();
-        let service = service.clone();
-        async move {
-            let mut stream = watch(channel, &ns, Some(&token))
-                .await
-                .map_err(|e| e.to_string())?;
-            let first = next(&mut stream).await;
-            if first.endpoint_sets.iter().any(|s| s.service == service) {
-                Ok((stream, first))
-            } else {
-                Err(format!("snapshot without {service}: {first:?}"))
-            }
-        }
-    })
-    .await;
+    let (mut stream, snapshot) = stream_with(&server, ns.name(), &token, &service).await;
     assert!(snapshot.snapshot);
     assert_eq!(snapshot.epoch, "test-epoch");
     let config = snapshot
@@ -338,6 +305,31 @@ async fn bad_tokens_and_other_namespaces_learn_nothing() {
         .delete("gone", &DeleteParams::default())
         .await
         .expect("SA deleted");
+
+    // The apiserver itself may honour the revoked token for a moment: wait
+    // until it refuses it, so that the server's first review is a refusal.
+    let reviews: Api<TokenReview> = Api::all(client.clone());
+    poll_until("the apiserver refusing the revoked token", TIMEOUT, || {
+        let review = TokenReview {
+            spec: TokenReviewSpec {
+                token: Some(revoked.clone()),
+                audiences: Some(vec![TOKEN_AUDIENCE.into()]),
+            },
+            ..TokenReview::default()
+        };
+        let reviews = reviews.clone();
+        async move {
+            let answer = reviews
+                .create(&PostParams::default(), &review)
+                .await
+                .map_err(|e| e.to_string())?;
+            match answer.status.and_then(|s| s.authenticated) {
+                Some(true) => Err("still authenticated".to_owned()),
+                _ => Ok(()),
+            }
+        }
+    })
+    .await;
 
     let cases: [(&str, &str, Option<&str>, Code); 6] = [
         ("no token", mine.name(), None, Code::Unauthenticated),

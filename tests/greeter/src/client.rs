@@ -138,6 +138,11 @@ pub(crate) type Metadata = Arc<
     )>,
 >;
 
+/// A failure as reports count it: its code's name and its message.
+pub(crate) fn failure_message(status: &Status) -> String {
+    format!("{}: {}", code_name(status.code()), status.message())
+}
+
 pub(crate) fn parse_metadata(entries: &[(String, String)]) -> Result<Metadata, ClientError> {
     entries
         .iter()
@@ -207,11 +212,7 @@ pub async fn run_load(options: LoadOptions) -> Result<LoadReport, ClientError> {
                     .or_default() += 1;
                 *report
                     .failure_messages
-                    .entry(format!(
-                        "{}: {}",
-                        code_name(status.code()),
-                        status.message()
-                    ))
+                    .entry(failure_message(&status))
                     .or_default() += 1;
             }
         }

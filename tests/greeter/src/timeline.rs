@@ -12,8 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::client::{ClientError, LoadOptions, connect, one_call, parse_metadata};
-use crate::codes::code_name;
+use crate::client::{ClientError, LoadOptions, connect, failure_message, one_call, parse_metadata};
 
 /// How a timeline run is paced and how long it lasts.
 #[derive(Debug, Clone)]
@@ -73,11 +72,7 @@ impl TimelineWindow {
                 self.failed += 1;
                 *self
                     .failure_messages
-                    .entry(format!(
-                        "{}: {}",
-                        code_name(status.code()),
-                        status.message()
-                    ))
+                    .entry(failure_message(&status))
                     .or_default() += 1;
             }
         }
