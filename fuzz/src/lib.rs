@@ -153,6 +153,7 @@ pub fn reviewer() -> grpc_balancer_webhook::review::Reviewer {
             name: "greeter".into(),
             env_name: "GRPC_BALANCER_GREETER_ADDR".into(),
             address: "127.0.0.1:15001".into(),
+            aliases: None,
         }],
     );
     grpc_balancer_webhook::review::Reviewer {

@@ -30,7 +30,7 @@ use crate::discovery::push::{self, PushDiscover, PushSettings, PushState};
 use crate::discovery::{Discover, SystemDiscover};
 use crate::metrics::{BalancingLabels, LabelValue as _, Metrics, ReloadResult, ResultLabels};
 use crate::transport::client::ConnectSettings;
-use crate::transport::server;
+use crate::transport::{relay, server};
 
 /// Where the config comes from.
 #[derive(Debug, Clone)]
@@ -91,6 +91,9 @@ struct Running {
     server: JoinHandle<()>,
     /// The listener, given back once the server stops accepting.
     handback: Option<oneshot::Receiver<TcpListener>>,
+    /// The relays of a Service's other ports (`service.forwards`), which
+    /// stop with `stop` and close their listeners as they end.
+    forwards: Vec<(SocketAddr, JoinHandle<()>)>,
 }
 
 /// A balancing of the config whose listener is not bound (yet): tried again
@@ -336,9 +339,11 @@ impl AppState {
                 .running
                 .iter()
                 .filter(|(name, r)| {
-                    wanted
-                        .get(name.as_str())
-                        .is_none_or(|b| b.listen != r.config.listen)
+                    // The service front belongs to the listeners: a new one
+                    // restarts them (the main socket is handed over).
+                    wanted.get(name.as_str()).is_none_or(|b| {
+                        b.listen != r.config.listen || b.service != r.config.service
+                    })
                 })
                 .map(|(name, _)| name.clone())
                 .collect();
@@ -352,13 +357,22 @@ impl AppState {
         // the socket itself, with the connections waiting on it; any other
         // is closed, so an overlapping address (0.0.0.0 vs 127.0.0.1) binds.
         let mut returned = Vec::new();
+        let mut forwards = Vec::new();
         for mut r in gone {
             tracing::info!(balancing = %r.config.name, "balancing removed; draining");
             r.stop.cancel();
             if let Some(rx) = r.handback.take() {
                 returned.push((r.addr, rx));
             }
+            forwards.append(&mut r.forwards);
             tokio::spawn(drain(r, self.drain_timeout));
+        }
+        // A relay's listener is closed once its task ended (on `stop`), so
+        // that its address can be bound again below.
+        for (addr, task) in forwards {
+            if tokio::time::timeout(HANDBACK_TIMEOUT, task).await.is_err() {
+                tracing::warn!(%addr, "a stopped relay did not end");
+            }
         }
         let mut spare: HashMap<SocketAddr, TcpListener> = HashMap::new();
         for (addr, rx) in returned {
@@ -420,7 +434,8 @@ impl AppState {
                 .context("listen address")
                 .and_then(|addr| server::bind(addr).map_err(anyhow::Error::from)),
         };
-        let listener = match bound {
+        let bound = bound.and_then(|listener| Ok((listener, bind_forwards(b)?)));
+        let (listener, forward_listeners) = match bound {
             Ok(l) => l,
             Err(e) => {
                 self.set_unbound(&b.name, b.clone(), format!("{e:#}"));
@@ -428,6 +443,15 @@ impl AppState {
             }
         };
         let addr = listener.local_addr()?;
+        let passthrough = match &b.service {
+            Some(front) => Some(
+                front
+                    .passthrough
+                    .parse::<SocketAddr>()
+                    .context("service.passthrough")?,
+            ),
+            None => None,
+        };
         let runtime = Balancing::start(b, &self.discover, &self.metrics, self.connect);
         let current = Arc::new(ArcSwap::new(runtime));
         let stop = CancellationToken::new();
@@ -448,9 +472,18 @@ impl AppState {
             b.name.clone(),
             accepted,
             handler,
+            passthrough,
             stop.clone(),
             handback_tx,
         ));
+        let forwards = forward_listeners
+            .into_iter()
+            .map(|(listener, from, to)| {
+                let task = tokio::spawn(relay::forward(listener, to, b.name.clone(), stop.clone()));
+                tracing::info!(balancing = %b.name, listen = %from, %to, "relaying a Service port");
+                (from, task)
+            })
+            .collect();
         let was_unbound = {
             let mut all = self.lock();
             all.running.insert(
@@ -462,6 +495,7 @@ impl AppState {
                     stop,
                     server,
                     handback: Some(handback),
+                    forwards,
                 },
             );
             all.unbound.contains_key(&b.name)
@@ -554,6 +588,19 @@ fn parse_pushed(text: &str) -> Loaded {
             source,
         }),
     }
+}
+
+/// Binds the listeners of a balancing's relayed Service ports, all or none.
+fn bind_forwards(
+    b: &config::Balancing,
+) -> anyhow::Result<Vec<(TcpListener, SocketAddr, SocketAddr)>> {
+    let mut bound = Vec::new();
+    for f in b.service.iter().flat_map(|s| &s.forwards) {
+        let from: SocketAddr = f.listen.parse().context("service.forwards.listen")?;
+        let to: SocketAddr = f.to.parse().context("service.forwards.to")?;
+        bound.push((server::bind(from)?, from, to));
+    }
+    Ok(bound)
 }
 
 /// Stops accepting, sends GOAWAY downstream, waits for calls in flight (up to

@@ -230,6 +230,7 @@ impl RunArgs {
                 outlier_detection: OutlierDetection::default(),
                 health_check: None,
                 queue: Queue::default(),
+                service: None,
             }],
         };
         let errors = config::validate(&config);
