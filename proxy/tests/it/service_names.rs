@@ -501,3 +501,119 @@ async fn without_the_aliases_the_names_do_not_reach_the_proxy() {
         "grpc-go: calls to an unresolvable name fail with UNAVAILABLE: {report}\n{err}"
     );
 }
+
+/// A TCP server that answers every connection with `tag` and closes it.
+async fn tagged_server(tag: &'static str) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt as _;
+                let _ = s.write_all(tag.as_bytes()).await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// What a TCP client connecting to `addr` reads before the server closes.
+async fn read_tag(addr: SocketAddr) -> Result<String, String> {
+    use tokio::io::AsyncReadExt as _;
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut got = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut got))
+        .await
+        .map_err(|_| "no answer".to_owned())?
+        .map_err(|e| e.to_string())?;
+    Ok(got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_services_other_ports_are_relayed_and_follow_config_changes() {
+    use grpc_balancer_crds::config::{Forward, to_yaml};
+    use grpc_balancer_proxy::ConfigSource;
+
+    let bs = backends(1).await;
+    let (metrics_one, _t1) = tagged_server("one").await;
+    let (metrics_two, _t2) = tagged_server("two").await;
+    let address = Ipv4Addr::new(127, 0, 10, 78);
+    let grpc_port = TcpListener::bind((address, 0))
+        .and_then(|l| l.local_addr())
+        .expect("a port")
+        .port();
+    let relayed = SocketAddr::from((
+        address,
+        TcpListener::bind((address, 0))
+            .and_then(|l| l.local_addr())
+            .expect("a port")
+            .port(),
+    ));
+    let front = |to: SocketAddr| {
+        let mut b = balancing(
+            "greeter",
+            PolicyKind::RoundRobin,
+            vec![static_subset("all", 1, &[bs[0].addr()])],
+        );
+        b.listen = SocketAddr::from((address, grpc_port)).to_string();
+        b.service = Some(ServiceFront {
+            hostnames: vec!["greeter".into()],
+            passthrough: "127.0.0.1:9".into(),
+            forwards: vec![Forward {
+                listen: relayed.to_string(),
+                to: to.to_string(),
+            }],
+        });
+        b
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.yaml");
+    let write = |b: Vec<grpc_balancer_crds::config::Balancing>| {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, to_yaml(&config(b)).expect("yaml")).expect("write");
+        std::fs::rename(&tmp, &path).expect("rename");
+    };
+    write(vec![front(metrics_one)]);
+    let proxy = crate::support::start(crate::support::test_settings(ConfigSource::File(
+        path.clone(),
+    )))
+    .await;
+    crate::support::eventually(
+        Duration::from_secs(10),
+        "the port relayed to one",
+        || async move { read_tag(relayed).await.as_deref() == Ok("one") },
+    )
+    .await;
+    // The gRPC port still balances beside it.
+    let mut client =
+        grpc_balancer_greeter::connect(&SocketAddr::from((address, grpc_port)).to_string())
+            .await
+            .expect("connects");
+    crate::support::say_hello(&mut client)
+        .await
+        .expect("a call through the gRPC port");
+
+    // Another cluster IP for the port (a Service recreated): the relay
+    // follows; the port is bound again, not left to the old relay.
+    write(vec![front(metrics_two)]);
+    crate::support::eventually(
+        Duration::from_secs(10),
+        "the port relayed to two",
+        || async move { read_tag(relayed).await.as_deref() == Ok("two") },
+    )
+    .await;
+
+    // The balancing gone: the relayed port is closed.
+    write(Vec::new());
+    crate::support::eventually(
+        Duration::from_secs(10),
+        "the relayed port closed",
+        || async move { tokio::net::TcpStream::connect(relayed).await.is_err() },
+    )
+    .await;
+    drop(proxy);
+}
