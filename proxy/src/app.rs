@@ -63,6 +63,11 @@ pub struct Settings {
     /// The operator's push discovery stream, trusted over DNS and the
     /// config file while it is connected.
     pub push: Option<PushSettings>,
+    /// Ports the pod's own containers listen on: a balancing that stands in
+    /// for a Service (`service` in the config) on one of them is not
+    /// started, since its listener would take the port from the app (the
+    /// webhook gives such a pod no host alias for it either).
+    pub app_ports: Vec<u16>,
 }
 
 impl Settings {
@@ -79,6 +84,7 @@ impl Settings {
             bind_retry: Duration::from_secs(1),
             discover: None,
             push: None,
+            app_ports: Vec::new(),
         }
     }
 }
@@ -138,6 +144,8 @@ pub struct AppState {
     push: Option<Arc<PushState>>,
     /// Where the config in force came from (`CONFIG_FROM_*`).
     config_source: std::sync::atomic::AtomicU8,
+    /// See [`Settings::app_ports`].
+    app_ports: Vec<u16>,
 }
 
 impl AdminView for AppState {
@@ -268,6 +276,17 @@ impl AppState {
     }
 
     /// Why a balancing cannot run next to the admin server, if it cannot.
+    /// The first port of `b`'s Service front that the pod's own containers
+    /// listen on.
+    fn app_port_taken(&self, b: &config::Balancing) -> Option<u16> {
+        let front = b.service.as_ref()?;
+        std::iter::once(&b.listen)
+            .chain(front.forwards.iter().map(|f| &f.listen))
+            .filter_map(|l| l.parse::<SocketAddr>().ok())
+            .map(|a| a.port())
+            .find(|p| self.app_ports.contains(p))
+    }
+
     fn admin_conflict(&self, b: &config::Balancing) -> Option<String> {
         let admin = *self.admin_addr.get()?;
         let listen: SocketAddr = b.listen.parse().ok()?;
@@ -315,6 +334,14 @@ impl AppState {
                 new.balancings.push(kept);
             }
         }
+        new.balancings.retain(|b| match self.app_port_taken(b) {
+            Some(port) => {
+                // Not an error: the pod keeps dialling the Service directly.
+                tracing::warn!(balancing = %b.name, port, "a container of the pod listens on this port of the Service: not standing in for the Service here");
+                false
+            }
+            None => true,
+        });
         new.balancings.retain(|b| match self.admin_conflict(b) {
             Some(why) => {
                 tracing::error!(balancing = %b.name, error = %why, "balancing not started");
@@ -722,6 +749,7 @@ pub async fn run(
         shutdown_requested: CancellationToken::new(),
         push: push.clone(),
         config_source: std::sync::atomic::AtomicU8::new(CONFIG_FROM_FILE),
+        app_ports: settings.app_ports.clone(),
     });
 
     // The admin server first: its port is never lost to a balancing, and

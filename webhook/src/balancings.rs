@@ -23,6 +23,10 @@ pub struct LocalBalancing {
 pub struct HostAliases {
     pub ip: String,
     pub hostnames: Vec<String>,
+    /// The ports the proxy takes on `ip`: the Service's gRPC port and the
+    /// ports it relays. A pod whose containers listen on one of them gets
+    /// no alias (the proxy could not listen there).
+    pub ports: Vec<u16>,
 }
 
 /// `GRPC_BALANCER_<NAME>_ADDR`, the name upper-cased with `-` and `.` as `_`.
@@ -69,6 +73,14 @@ pub fn local_balancings(config: &ProxyConfig) -> Vec<LocalBalancing> {
                     .map(|s| HostAliases {
                         ip: listen.ip().to_string(),
                         hostnames: s.hostnames.clone(),
+                        ports: std::iter::once(listen.port())
+                            .chain(
+                                s.forwards
+                                    .iter()
+                                    .filter_map(|f| f.listen.parse::<SocketAddr>().ok())
+                                    .map(|a| a.port()),
+                            )
+                            .collect(),
                     }),
             })
         })
@@ -138,6 +150,7 @@ mod tests {
             Some(HostAliases {
                 ip: "127.0.10.1".into(),
                 hostnames: vec!["greeter".into(), "greeter.demo".into()],
+                ports: vec![50051],
             })
         );
         assert_eq!(local[0].address, "127.0.10.1:50051");

@@ -124,10 +124,11 @@ pub fn mutate(pod: &Pod, ctx: &InjectionContext<'_>) -> Result<Option<Patch>, In
     let proxy = effective_proxy(ctx.settings, pod_annotations)?;
 
     let mut ops = Vec::new();
+    let app_ports = declared_ports(spec);
     let aliases = if opted_out {
         Vec::new()
     } else {
-        host_aliases(spec, ctx.balancings)
+        host_aliases(spec, ctx.balancings, &app_ports)
     };
     annotate(
         &mut ops,
@@ -164,6 +165,14 @@ pub fn mutate(pod: &Pod, ctx: &InjectionContext<'_>) -> Result<Option<Patch>, In
         }
     }
     let mut container = sidecar::proxy_container(ctx.settings, &proxy);
+    // The proxy never stands in for a Service on a port the pod's own
+    // containers listen on: its listener would take the port from the app.
+    for port in &app_ports {
+        container
+            .args
+            .get_or_insert_with(Vec::new)
+            .extend(["--app-port".to_owned(), port.to_string()]);
+    }
     if let (Some(address), Some(ca)) = (ctx.settings.discovery_address.as_deref(), ctx.discovery_ca)
     {
         if spec
@@ -237,9 +246,30 @@ fn wanted_env(balancings: &[LocalBalancing], aliased: bool) -> Vec<(String, Stri
 pub const DNS_RESOLVER_ENV: &str = "GRPC_DNS_RESOLVER";
 pub const DNS_RESOLVER_NATIVE: &str = "native";
 
+/// The TCP ports the pod's containers declare, sorted, each once.
+fn declared_ports(spec: &PodSpec) -> Vec<u16> {
+    let mut ports: Vec<u16> = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter(|p| p.protocol.as_deref().is_none_or(|proto| proto == "TCP"))
+        .filter_map(|p| u16::try_from(p.container_port).ok())
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
 /// The `hostAliases` entries of the balancings that name a Service. A name
-/// the pod maps itself already is left to the pod's own entry.
-fn host_aliases(spec: &PodSpec, balancings: &[LocalBalancing]) -> Vec<HostAlias> {
+/// the pod maps itself already is left to the pod's own entry; a balancing
+/// whose ports the pod's containers listen on gets none (the app's own
+/// listener would answer the name, and the proxy does not listen there).
+fn host_aliases(
+    spec: &PodSpec,
+    balancings: &[LocalBalancing],
+    app_ports: &[u16],
+) -> Vec<HostAlias> {
     let own: Vec<&str> = spec
         .host_aliases
         .iter()
@@ -251,6 +281,9 @@ fn host_aliases(spec: &PodSpec, balancings: &[LocalBalancing]) -> Vec<HostAlias>
         .iter()
         .filter_map(|b| {
             let aliases = b.aliases.as_ref()?;
+            if aliases.ports.iter().any(|p| app_ports.contains(p)) {
+                return None;
+            }
             let hostnames: Vec<String> = aliases
                 .hostnames
                 .iter()

@@ -617,3 +617,55 @@ async fn the_services_other_ports_are_relayed_and_follow_config_changes() {
     .await;
     drop(proxy);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_port_the_app_listens_on_is_left_to_the_app() {
+    use grpc_balancer_proxy::ConfigSource;
+
+    let bs = backends(1).await;
+    let address = Ipv4Addr::new(127, 0, 10, 79);
+    let port = TcpListener::bind((address, 0))
+        .and_then(|l| l.local_addr())
+        .expect("a port")
+        .port();
+    let mut b = balancing(
+        "greeter",
+        PolicyKind::RoundRobin,
+        vec![static_subset("all", 1, &[bs[0].addr()])],
+    );
+    b.listen = SocketAddr::from((address, port)).to_string();
+    b.service = Some(ServiceFront {
+        hostnames: vec!["greeter".into()],
+        passthrough: "127.0.0.1:9".into(),
+        forwards: Vec::new(),
+    });
+    let mut other = balancing(
+        "env-var",
+        PolicyKind::RoundRobin,
+        vec![static_subset("all", 1, &[bs[0].addr()])],
+    );
+    other.listen = format!("127.0.0.1:{port}");
+    let mut settings = crate::support::test_settings(ConfigSource::Fixed(config(vec![b, other])));
+    // The app's container declares the port (the webhook passes it on).
+    settings.app_ports = vec![port];
+    let proxy = crate::support::start(settings).await;
+    let admin = proxy.admin();
+    crate::support::eventually(Duration::from_secs(10), "ready", || async move {
+        crate::support::admin_get(admin, "/ready").await.0 == 200
+    })
+    .await;
+    // The Service's address is not taken; the app could bind the port on
+    // every address but 127.0.0.1, where an env-var listener (whose port
+    // the user chose) still runs as before.
+    assert!(
+        TcpListener::bind((address, port)).is_ok(),
+        "the proxy took {address}:{port} from the app"
+    );
+    let mut client = grpc_balancer_greeter::connect(&format!("127.0.0.1:{port}"))
+        .await
+        .expect("the env-var listener runs");
+    crate::support::say_hello(&mut client)
+        .await
+        .expect("a call");
+    drop(proxy);
+}

@@ -32,6 +32,7 @@ fn balancings() -> Vec<LocalBalancing> {
             aliases: Some(HostAliases {
                 ip: "127.0.10.1".into(),
                 hostnames: NAMES.map(String::from).to_vec(),
+                ports: vec![50051],
             }),
         },
         LocalBalancing {
@@ -251,4 +252,39 @@ fn a_reinvocation_does_not_claim_an_alias_the_pod_lacks() {
         .and_then(|a| a.get(annotations::BALANCINGS))
         .cloned();
     assert_eq!(recorded.as_deref(), Some("orders"));
+}
+
+#[test]
+fn a_pod_listening_on_the_services_port_gets_no_alias_and_its_proxy_leaves_the_port_alone() {
+    // The app serves on 50051 itself (and calls greeter on 50051): the
+    // proxy must not take the port, and the name must not point at the
+    // app's own listener.
+    let after = injected(
+        pod(
+            json!({}),
+            json!({ "containers": [{ "name": "app", "image": "a", "ports": [
+                { "containerPort": 50051 }, { "containerPort": 8080, "protocol": "TCP" }, { "containerPort": 53, "protocol": "UDP" }
+            ] }] }),
+        ),
+        &balancings(),
+    );
+    assert!(aliases(&after).is_empty());
+    let args = proxy(&after).args.clone().unwrap_or_default();
+    let tail: Vec<&str> = args.iter().skip(4).map(String::as_str).collect();
+    assert_eq!(
+        tail,
+        ["--app-port", "8080", "--app-port", "50051"],
+        "{args:?}"
+    );
+    let app = &after.spec.as_ref().expect("spec").containers[0];
+    assert_eq!(env(app, "GRPC_DNS_RESOLVER"), None);
+    // Ports that do not clash change nothing for the alias.
+    let after = injected(
+        pod(
+            json!({}),
+            json!({ "containers": [{ "name": "app", "image": "a", "ports": [{ "containerPort": 8080 }] }] }),
+        ),
+        &balancings(),
+    );
+    assert_eq!(aliases(&after).len(), 1);
 }
