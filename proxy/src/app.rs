@@ -102,6 +102,16 @@ struct Running {
     forwards: Vec<(SocketAddr, JoinHandle<()>)>,
 }
 
+/// The address of a removed Service front, still relayed as plain TCP to
+/// the Service: pods created while the balancing existed map the Service's
+/// names there, and must keep reaching the Service (unbalanced) until they
+/// restart. Stopped when a balancing of the config wants the address.
+struct Tombstone {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
 /// A balancing of the config whose listener is not bound (yet): tried again
 /// every `bind_retry` until it binds or leaves the config.
 struct Unbound {
@@ -146,6 +156,7 @@ pub struct AppState {
     config_source: std::sync::atomic::AtomicU8,
     /// See [`Settings::app_ports`].
     app_ports: Vec<u16>,
+    tombstones: Mutex<Vec<Tombstone>>,
 }
 
 impl AdminView for AppState {
@@ -275,7 +286,6 @@ impl AppState {
         self.metrics.listeners_unbound.set(all.unbound.len() as i64);
     }
 
-    /// Why a balancing cannot run next to the admin server, if it cannot.
     /// The first port of `b`'s Service front that the pod's own containers
     /// listen on.
     fn app_port_taken(&self, b: &config::Balancing) -> Option<u16> {
@@ -287,6 +297,7 @@ impl AppState {
             .find(|p| self.app_ports.contains(p))
     }
 
+    /// Why a balancing cannot run next to the admin server, if it cannot.
     fn admin_conflict(&self, b: &config::Balancing) -> Option<String> {
         let admin = *self.admin_addr.get()?;
         let listen: SocketAddr = b.listen.parse().ok()?;
@@ -385,11 +396,23 @@ impl AppState {
         // is closed, so an overlapping address (0.0.0.0 vs 127.0.0.1) binds.
         let mut returned = Vec::new();
         let mut forwards = Vec::new();
+        // Where a removed Service front's addresses keep relaying to.
+        let mut fronts_gone: HashMap<SocketAddr, SocketAddr> = HashMap::new();
         for mut r in gone {
             tracing::info!(balancing = %r.config.name, "balancing removed; draining");
             r.stop.cancel();
             if let Some(rx) = r.handback.take() {
                 returned.push((r.addr, rx));
+            }
+            if let Some(front) = &r.config.service {
+                if let Ok(to) = front.passthrough.parse() {
+                    fronts_gone.insert(r.addr, to);
+                }
+                for f in &front.forwards {
+                    if let (Ok(from), Ok(to)) = (f.listen.parse(), f.to.parse()) {
+                        fronts_gone.insert(from, to);
+                    }
+                }
             }
             forwards.append(&mut r.forwards);
             tokio::spawn(drain(r, self.drain_timeout));
@@ -401,6 +424,19 @@ impl AppState {
                 tracing::warn!(%addr, "a stopped relay did not end");
             }
         }
+        let wanted_addrs: Vec<SocketAddr> = new
+            .balancings
+            .iter()
+            .flat_map(|b| {
+                std::iter::once(&b.listen).chain(
+                    b.service
+                        .iter()
+                        .flat_map(|s| s.forwards.iter().map(|f| &f.listen)),
+                )
+            })
+            .filter_map(|l| l.parse().ok())
+            .collect();
+        self.bury_wanted(&wanted_addrs).await;
         let mut spare: HashMap<SocketAddr, TcpListener> = HashMap::new();
         for (addr, rx) in returned {
             match tokio::time::timeout(HANDBACK_TIMEOUT, rx).await {
@@ -441,9 +477,69 @@ impl AppState {
                 }
             }
         }
+        // What is left of removed Service fronts keeps relaying.
+        for (addr, to) in fronts_gone {
+            if wanted_addrs
+                .iter()
+                .any(|w| config::listeners_overlap(*w, addr))
+            {
+                continue;
+            }
+            let listener = match spare.remove(&addr) {
+                Some(l) => Ok(l),
+                None => server::bind(addr),
+            };
+            match listener {
+                Ok(listener) => self.keep_relaying(listener, addr, to),
+                Err(e) => {
+                    tracing::warn!(%addr, %to, error = %e, "cannot keep relaying a removed Service front")
+                }
+            }
+        }
         drop(spare);
         self.config.store(Arc::new(new));
         errors
+    }
+
+    /// Relays `addr` (a removed Service front's) to the Service from now on.
+    fn keep_relaying(&self, listener: TcpListener, addr: SocketAddr, to: SocketAddr) {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(relay::forward(
+            listener,
+            to,
+            format!("removed Service front {addr}"),
+            stop.clone(),
+        ));
+        tracing::info!(%addr, %to, "Service front removed: its address relays to the Service, unbalanced, for the pods that still map the Service's names here");
+        self.tombstones
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Tombstone { addr, stop, task });
+    }
+
+    /// Stops the relays of removed Service fronts on the addresses a
+    /// balancing now wants, and waits until their listeners are closed.
+    async fn bury_wanted(&self, wanted: &[SocketAddr]) {
+        let stopped: Vec<Tombstone> = {
+            let mut all = self
+                .tombstones
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let (stop, keep) = std::mem::take(&mut *all)
+                .into_iter()
+                .partition(|t| wanted.iter().any(|w| config::listeners_overlap(*w, t.addr)));
+            *all = keep;
+            stop
+        };
+        for t in stopped {
+            t.stop.cancel();
+            if tokio::time::timeout(HANDBACK_TIMEOUT, t.task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(addr = %t.addr, "a relay of a removed Service front did not end");
+            }
+        }
     }
 
     /// Starts a balancing on `listener` (one handed over) or a new one; one
@@ -750,6 +846,7 @@ pub async fn run(
         push: push.clone(),
         config_source: std::sync::atomic::AtomicU8::new(CONFIG_FROM_FILE),
         app_ports: settings.app_ports.clone(),
+        tombstones: Mutex::new(Vec::new()),
     });
 
     // The admin server first: its port is never lost to a balancing, and

@@ -35,8 +35,12 @@ fn pool() -> impl Iterator<Item = Ipv4Addr> {
 /// Addresses for the balancings that name a Service, given oldest first
 /// with the address their status records. A recorded address stays with
 /// its balancing (pods created with it keep reaching the proxy); the
-/// others get the lowest free one, oldest first. A balancing left out of
-/// the result found the pool exhausted.
+/// others get the next free one above the highest taken, oldest first,
+/// and the lowest free one once the pool's end is reached: an address
+/// freed by a deleted balancing is not handed out again before the pool
+/// wraps, since pods created while it existed still map its Service's
+/// names there. A balancing left out of the result found the pool
+/// exhausted.
 pub fn assign_addresses<'a>(claims: &[(&'a str, Option<&str>)]) -> HashMap<&'a str, Ipv4Addr> {
     let mut assigned = HashMap::new();
     let mut taken = HashSet::new();
@@ -48,7 +52,11 @@ pub fn assign_addresses<'a>(claims: &[(&'a str, Option<&str>)]) -> HashMap<&'a s
             assigned.insert(*name, ip);
         }
     }
-    let mut free = pool().filter(|ip| !taken.contains(ip));
+    let highest = taken.iter().max().copied();
+    let (above, wrapped): (Vec<Ipv4Addr>, Vec<Ipv4Addr>) = pool()
+        .filter(|ip| !taken.contains(ip))
+        .partition(|ip| highest.is_none_or(|h| *ip > h));
+    let mut free = above.into_iter().chain(wrapped);
     for (name, _) in claims {
         if assigned.contains_key(name) {
             continue;

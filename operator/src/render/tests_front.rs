@@ -85,8 +85,9 @@ fn the_listener_takes_the_service_port_on_a_loopback_address_of_its_own() {
 }
 
 #[test]
-fn addresses_are_kept_once_recorded_and_new_ones_take_the_lowest_free() {
-    // The oldest recorded .3, the next nothing, the youngest .1.
+fn addresses_are_kept_once_recorded_and_freed_ones_are_not_reused_before_the_pool_wraps() {
+    // The oldest recorded .3, the next nothing, the youngest .1: .2 was
+    // freed by a deleted balancing, so the new one gets .4.
     let a = recorded(fronting("a", "svc-a", "2026-01-01T00:00:00Z"), "127.0.10.3");
     let b = fronting("b", "svc-b", "2026-01-01T00:00:01Z");
     let c = recorded(fronting("c", "svc-c", "2026-01-01T00:00:02Z"), "127.0.10.1");
@@ -94,7 +95,18 @@ fn addresses_are_kept_once_recorded_and_new_ones_take_the_lowest_free() {
     let view = NamespaceView::new([&c, &b, &a], &endpoints, DOMAIN);
     assert_eq!(view.address_of("a"), Some(Ipv4Addr::new(127, 0, 10, 3)));
     assert_eq!(view.address_of("c"), Some(Ipv4Addr::new(127, 0, 10, 1)));
-    assert_eq!(view.address_of("b"), Some(Ipv4Addr::new(127, 0, 10, 2)));
+    assert_eq!(view.address_of("b"), Some(Ipv4Addr::new(127, 0, 10, 4)));
+    // With none recorded, the first ones of the pool in age order.
+    let fresh = [
+        fronting("x", "svc-x", "2026-01-01T00:00:00Z"),
+        fronting("y", "svc-y", "2026-01-01T00:00:01Z"),
+    ];
+    let view_fresh = NamespaceView::new(fresh.iter(), &endpoints, DOMAIN);
+    assert_eq!(view_fresh.address_of("x"), Some(POOL_FIRST));
+    assert_eq!(
+        view_fresh.address_of("y"),
+        Some(Ipv4Addr::new(127, 0, 10, 2))
+    );
     // Deterministic: the same inputs in another order give the same.
     let again = NamespaceView::new([&a, &b, &c], &endpoints, DOMAIN);
     for name in ["a", "b", "c"] {
@@ -107,8 +119,8 @@ fn addresses_are_kept_once_recorded_and_new_ones_take_the_lowest_free() {
         "not-an-address",
     );
     let view = NamespaceView::new([&a, &b, &c, &d, &e], &endpoints, DOMAIN);
-    assert_eq!(view.address_of("d"), Some(Ipv4Addr::new(127, 0, 10, 4)));
-    assert_eq!(view.address_of("e"), Some(Ipv4Addr::new(127, 0, 10, 5)));
+    assert_eq!(view.address_of("d"), Some(Ipv4Addr::new(127, 0, 10, 5)));
+    assert_eq!(view.address_of("e"), Some(Ipv4Addr::new(127, 0, 10, 6)));
     // A balancing with a listener port takes no address.
     let env = named("env", 15001, T0);
     let view = NamespaceView::new([&env], &endpoints, DOMAIN);
@@ -276,7 +288,8 @@ fn past_the_pool_the_younger_balancings_are_refused() {
         Some(POOL_LAST)
     );
     // The statuses record the addresses; then the oldest is deleted: the
-    // others keep theirs, and the one left out gets the freed address.
+    // others keep theirs, and the one left out gets the freed address (the
+    // pool has wrapped: nothing is free above the highest).
     let stored: Vec<_> = all
         .iter()
         .map(|gb| match view.evaluate(gb).address {

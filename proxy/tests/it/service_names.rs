@@ -534,11 +534,12 @@ async fn read_tag(addr: SocketAddr) -> Result<String, String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_services_other_ports_are_relayed_and_follow_config_changes() {
+async fn the_services_other_ports_are_relayed_and_a_removed_front_keeps_relaying() {
     use grpc_balancer_crds::config::{Forward, to_yaml};
     use grpc_balancer_proxy::ConfigSource;
 
-    let bs = backends(1).await;
+    // b0 behind the balancing; b1 stands in for the Service's cluster IP.
+    let bs = backends(2).await;
     let (metrics_one, _t1) = tagged_server("one").await;
     let (metrics_two, _t2) = tagged_server("two").await;
     let address = Ipv4Addr::new(127, 0, 10, 78);
@@ -562,7 +563,7 @@ async fn the_services_other_ports_are_relayed_and_follow_config_changes() {
         b.listen = SocketAddr::from((address, grpc_port)).to_string();
         b.service = Some(ServiceFront {
             hostnames: vec!["greeter".into()],
-            passthrough: "127.0.0.1:9".into(),
+            passthrough: bs[1].addr().to_string(),
             forwards: vec![Forward {
                 listen: relayed.to_string(),
                 to: to.to_string(),
@@ -607,12 +608,40 @@ async fn the_services_other_ports_are_relayed_and_follow_config_changes() {
     )
     .await;
 
-    // The balancing gone: the relayed port is closed.
+    // The balancing removed: pods created with its alias still map the
+    // Service's names to its address, so the address keeps relaying to the
+    // Service (unbalanced): a gRPC call gets through to the "cluster IP"
+    // (b1), the other port to its target.
+    let grpc = SocketAddr::from((address, grpc_port));
     write(Vec::new());
     crate::support::eventually(
         Duration::from_secs(10),
-        "the relayed port closed",
-        || async move { tokio::net::TcpStream::connect(relayed).await.is_err() },
+        "the removed front relayed to the Service",
+        || async move {
+            let Ok(mut c) = grpc_balancer_greeter::connect(&grpc.to_string()).await else {
+                return false;
+            };
+            crate::support::say_hello(&mut c)
+                .await
+                .is_ok_and(|b| b == "b1")
+        },
+    )
+    .await;
+    assert_eq!(read_tag(relayed).await.as_deref(), Ok("two"));
+    // The balancing back: the relays step aside, calls are balanced again.
+    write(vec![front(metrics_one)]);
+    crate::support::eventually(
+        Duration::from_secs(10),
+        "balanced again on the address",
+        || async move {
+            let Ok(mut c) = grpc_balancer_greeter::connect(&grpc.to_string()).await else {
+                return false;
+            };
+            crate::support::say_hello(&mut c)
+                .await
+                .is_ok_and(|b| b == "b0")
+                && read_tag(relayed).await.as_deref() == Ok("one")
+        },
     )
     .await;
     drop(proxy);
