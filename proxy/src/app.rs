@@ -567,12 +567,17 @@ impl AppState {
         };
         let addr = listener.local_addr()?;
         let passthrough = match &b.service {
-            Some(front) => Some(
+            Some(front) => Some((
                 front
                     .passthrough
                     .parse::<SocketAddr>()
                     .context("service.passthrough")?,
-            ),
+                self.metrics
+                    .unbalanced_connections
+                    .get_or_create_owned(&BalancingLabels {
+                        balancing: b.name.clone(),
+                    }),
+            )),
             None => None,
         };
         let runtime = Balancing::start(b, &self.discover, &self.metrics, self.connect);

@@ -31,13 +31,14 @@ const MAX_CONCURRENT_STREAMS: u32 = 1024;
 /// on every open connection and returns once their calls are done.
 /// `name` (the balancing's) is for logs; `accepted` counts connections.
 /// With `passthrough`, a connection that does not open with the HTTP/2
-/// preface is relayed there as plain TCP instead (see [`super::relay`]).
+/// preface is relayed there as plain TCP instead (see [`super::relay`]),
+/// counted in its `Counter`.
 pub async fn serve<H, F, B>(
     listener: TcpListener,
     name: String,
     accepted: Counter,
     handler: H,
-    passthrough: Option<SocketAddr>,
+    passthrough: Option<(SocketAddr, Counter)>,
     stop: CancellationToken,
     handback: tokio::sync::oneshot::Sender<TcpListener>,
 ) where
@@ -69,7 +70,7 @@ pub async fn serve<H, F, B>(
             async move { Ok::<_, Infallible>(call.await) }
         });
         let name = name.clone();
-        let Some(to) = passthrough else {
+        let Some((to, unbalanced)) = passthrough.clone() else {
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             let conn = graceful.watch(conn);
             tokio::spawn(async move {
@@ -92,6 +93,7 @@ pub async fn serve<H, F, B>(
                     }
                 }
                 Ok(Opening::Other) => {
+                    unbalanced.inc();
                     tracing::debug!(balancing = %name, %peer, %to, "not h2c (TLS?): relayed unbalanced");
                     if let Err(e) = relay::relay(stream, to).await {
                         tracing::debug!(balancing = %name, %peer, %to, error = %e, "relayed connection ended with an error");

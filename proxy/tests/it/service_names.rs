@@ -455,6 +455,18 @@ async fn unmodified_clients_dialling_the_service_name_are_balanced_per_call() {
             "{what}: the TLS server did not answer: {out}\n{err}"
         );
     }
+    // Counted as unbalanced, for whoever watches how much traffic bypasses
+    // the balancing.
+    let (_, metrics) = crate::support::admin_get(setup._proxy.admin(), "/metrics").await;
+    assert!(
+        metrics.contains("grpc_balancer_unbalanced_connections_total{balancing=\"greeter\"} 2"),
+        "two TLS connections counted: {}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("unbalanced"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     drop(setup.tls_service);
 }
 
