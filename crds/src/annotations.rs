@@ -14,6 +14,11 @@ pub const INJECTED: &str = "grpcbalancer.io/injected";
 /// rendered when the pod was created; the operator lists such pods in the
 /// balancing's status (`podsWithoutBalancing`) so they can be restarted.
 pub const BALANCINGS: &str = "grpcbalancer.io/balancings";
+/// Pod annotation: `"false"` keeps the webhook from mapping the names of
+/// the Services that balancings name (`spec.service`) to the proxy in the
+/// pod's `/etc/hosts`; the pod then dials those Services as before,
+/// unbalanced, and reaches the balancings through their env vars only.
+pub const SERVICE_ALIASES: &str = "grpcbalancer.io/service.aliases";
 /// Name of the injected proxy container.
 pub const PROXY_CONTAINER_NAME: &str = "grpc-balancer-proxy";
 

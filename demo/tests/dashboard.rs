@@ -77,6 +77,7 @@ fn exported() -> Vec<Family> {
     let _ = proxy.calls_in_flight.get_or_create(&balancing);
     let _ = proxy.downstream_connections.get_or_create(&balancing);
     let _ = proxy.listener_bind_errors.get_or_create(&balancing);
+    let _ = proxy.unbalanced_connections.get_or_create(&balancing);
     let _ = proxy.endpoints.get_or_create(&EndpointStateLabels {
         balancing: s(),
         subset: s(),

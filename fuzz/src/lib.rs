@@ -149,11 +149,31 @@ pub fn reviewer() -> grpc_balancer_webhook::review::Reviewer {
     let configs = ProxyConfigs::new();
     configs.set(
         "demo",
-        vec![LocalBalancing {
-            name: "greeter".into(),
-            env_name: "GRPC_BALANCER_GREETER_ADDR".into(),
-            address: "127.0.0.1:15001".into(),
-        }],
+        vec![
+            LocalBalancing {
+                name: "greeter".into(),
+                env_name: "GRPC_BALANCER_GREETER_ADDR".into(),
+                address: "127.0.0.1:15001".into(),
+                aliases: None,
+            },
+            // One that names a Service: the host aliases, the resolver
+            // switch and the pod's declared ports are reviewed too.
+            LocalBalancing {
+                name: "orders".into(),
+                env_name: "GRPC_BALANCER_ORDERS_ADDR".into(),
+                address: "127.0.10.1:50051".into(),
+                aliases: Some(grpc_balancer_webhook::HostAliases {
+                    ip: "127.0.10.1".into(),
+                    hostnames: vec![
+                        "orders".into(),
+                        "orders.demo".into(),
+                        "orders.demo.svc".into(),
+                        "orders.demo.svc.cluster.local".into(),
+                    ],
+                    ports: vec![50051, 9090],
+                }),
+            },
+        ],
     );
     grpc_balancer_webhook::review::Reviewer {
         settings: Arc::new(settings),
@@ -177,8 +197,33 @@ pub fn balancing_render(data: &[u8]) {
     let targets = render::subset_targets(&gb);
     // Every backend port known, as once the pods are listed.
     let ports = vec![Some(50051); targets.len()];
-    let Ok(balancing) = render::balancing(&gb, &ports, "cluster.local") else {
-        return;
+    let balancing = match gb.spec.service.as_deref() {
+        // A balancing that names a Service: rendered as the operator does,
+        // against a Service of that name with a gRPC port and another one.
+        Some(service) => {
+            let svc: k8s_openapi::api::core::v1::Service =
+                match serde_json::from_value(serde_json::json!({
+                    "metadata": { "name": service, "namespace": gb.metadata.namespace },
+                    "spec": { "clusterIP": "10.96.0.20", "ports": [
+                        { "name": "grpc", "port": 50051, "targetPort": 50051, "protocol": "TCP" },
+                        { "name": "metrics", "port": 9090, "targetPort": 9090, "protocol": "TCP" }
+                    ] }
+                })) {
+                    Ok(svc) => svc,
+                    Err(e) => panic!("the harness's Service does not decode: {e}"),
+                };
+            let endpoints = render::EndpointIndex::default();
+            let view = render::NamespaceView::new([&gb], &endpoints, "cluster.local")
+                .with_services([&svc]);
+            match view.evaluate(&gb).outcome {
+                render::Outcome::Rendered { balancing, .. } => *balancing,
+                render::Outcome::NotRendered { .. } => return,
+            }
+        }
+        None => match render::balancing(&gb, &ports, "cluster.local") {
+            Ok(b) => b,
+            Err(_) => return,
+        },
     };
     let config = ProxyConfig {
         balancings: vec![balancing],

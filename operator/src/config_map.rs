@@ -86,12 +86,14 @@ pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
 pub fn desired_config_map(ctx: &Context, namespace: &str) -> Result<Option<ConfigMap>> {
     let balancings = ctx.balancings_in(namespace);
     let endpoints = ctx.endpoints_in(namespace);
+    let services = ctx.services_in(namespace);
     let view = NamespaceView::new(
         balancings.iter().map(|b| b.as_ref()),
         &endpoints,
         &ctx.cluster_domain,
     )
-    .with_proxy_admin_port(ctx.proxy_admin_port);
+    .with_proxy_admin_port(ctx.proxy_admin_port)
+    .with_services(services.iter().map(|s| s.as_ref()));
     if view.is_empty() {
         return Ok(None);
     }

@@ -115,6 +115,16 @@ impl Context {
             .collect()
     }
 
+    /// The Services of one namespace (those `spec.service` may name, and
+    /// the operator's own).
+    pub fn services_in(&self, namespace: &str) -> Vec<Arc<Service>> {
+        self.services
+            .state()
+            .into_iter()
+            .filter(|s| s.metadata.namespace.as_deref() == Some(namespace))
+            .collect()
+    }
+
     /// The EndpointSlice summary of one balancing's Services (their slices
     /// carry the Services' labels).
     pub fn endpoints_of(&self, namespace: &str, balancing: &str) -> EndpointIndex {
@@ -178,4 +188,12 @@ pub fn asks_for_injection(pod: &PartialObjectMeta<Pod>) -> bool {
 pub fn may_share_services(other: &GrpcBalancing, name: &str) -> bool {
     let other = other.metadata.name.as_deref().unwrap_or_default();
     other.starts_with(name) || name.starts_with(other)
+}
+
+/// Whether `a` and `b` compete for something only one of them can have: a
+/// listener port, or (both naming a Service) the Service and the pool of
+/// loopback addresses. Either one's change can change the other's status.
+pub fn contends_with(a: &GrpcBalancing, b: &GrpcBalancing) -> bool {
+    let same_port = a.spec.listener_port.is_some() && a.spec.listener_port == b.spec.listener_port;
+    same_port || (a.spec.service.is_some() && b.spec.service.is_some())
 }

@@ -21,7 +21,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt as _};
 use serde_json::json;
 
-use crate::context::{Context, may_share_services};
+use crate::context::{Context, contends_with, may_share_services};
 use crate::error::{Error, Result};
 use crate::metrics::GRPC_BALANCING_CONTROLLER;
 use crate::names::FIELD_MANAGER;
@@ -83,17 +83,17 @@ async fn reconcile_inner(gb: &GrpcBalancing, ctx: &Context) -> Result<Action> {
         let balancings: Vec<_> = ctx
             .balancings_in(ns)
             .into_iter()
-            .filter(|b| {
-                b.spec.listener_port == gb.spec.listener_port || may_share_services(b, name)
-            })
+            .filter(|b| contends_with(b, gb) || may_share_services(b, name))
             .collect();
         let endpoints = ctx.endpoints_of(ns, name);
+        let services = ctx.services_in(ns);
         let view = NamespaceView::new(
             balancings.iter().map(|b| b.as_ref()),
             &endpoints,
             &ctx.cluster_domain,
         )
-        .with_proxy_admin_port(ctx.proxy_admin_port);
+        .with_proxy_admin_port(ctx.proxy_admin_port)
+        .with_services(services.iter().map(|s| s.as_ref()));
         (view.evaluate(gb), view.services_kept_by_others(name))
     };
     let keeps_its_services = !matches!(

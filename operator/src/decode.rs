@@ -228,7 +228,7 @@ mod tests {
         let Some(watcher::Event::InitApply(gb)) = good else {
             panic!("a good object decodes: {good:?}");
         };
-        assert_eq!(gb.spec.listener_port, 15001);
+        assert_eq!(gb.spec.listener_port, Some(15001));
 
         let bad = decode_event(
             watcher::Event::InitApply(object("b", "300000h", json!(null))),

@@ -10,7 +10,8 @@
 //! - balancings: trigger their own reconcile, mark their namespace's
 //!   ConfigMap dirty, and re-trigger the balancings that share their
 //!   listener port (a deleted older one hands the port to a newer one);
-//! - Services (managed-by label): trigger their owner;
+//! - Services: trigger their owner (the managed ones), or the balancings
+//!   naming them in `spec.service`, and mark their ConfigMap dirty;
 //! - EndpointSlices of those Services (they carry the Service's labels):
 //!   trigger the balancing named by the label, and mark the ConfigMap dirty
 //!   (a named port may have been resolved);
@@ -35,7 +36,7 @@ use kube::{Client, ResourceExt as _};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::context::{Context, Stores, asks_for_injection, may_share_services};
+use crate::context::{Context, Stores, asks_for_injection, contends_with, may_share_services};
 use crate::controller;
 use crate::decode::{self, Undecodable, decode_event};
 use crate::discovery::Discovery;
@@ -263,11 +264,16 @@ async fn run_controllers(client: Client, settings: Settings, stop: CancellationT
             .modify(trim::balancing)
             .reflect(gb_writer)
             .touched_objects(),
-        services: watcher(scoped_api::<Service>(&client, ns), managed.clone())
-            .default_backoff()
-            .modify(trim::service)
-            .reflect(svc_writer)
-            .touched_objects(),
+        // Every Service, not only the managed ones: `spec.service` names
+        // the users' own.
+        services: watcher(
+            scoped_api::<Service>(&client, ns),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .modify(trim::service)
+        .reflect(svc_writer)
+        .touched_objects(),
         slices: watcher(
             scoped_api::<EndpointSlice>(&client, ns),
             watcher::Config::default().labels(BALANCING_LABEL),
@@ -344,6 +350,18 @@ async fn run_controllers(client: Client, settings: Settings, stop: CancellationT
             }
         }
     });
+    // A Service some balancing names: its cluster IP and ports are in the
+    // proxy config, and whether it exists is in the balancing's status.
+    let services = until_stopped(watches.services, stop.clone()).inspect({
+        let dirty = config_dirty.clone();
+        let siblings = siblings.clone();
+        let store = gb_store.clone();
+        move |event| {
+            if let Ok(svc) = event {
+                on_service_event(svc, &store, &dirty, &siblings);
+            }
+        }
+    });
     let config_maps = until_stopped(watches.config_maps, stop.clone()).inspect({
         let dirty = config_dirty.clone();
         move |event| {
@@ -375,7 +393,7 @@ async fn run_controllers(client: Client, settings: Settings, stop: CancellationT
         .with_config(
             kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY),
         )
-        .owns_stream(until_stopped(watches.services, stop.clone()))
+        .owns_stream(services)
         .watches_stream(slices, |slice: EndpointSlice| {
             let name = slice.labels().get(BALANCING_LABEL).cloned();
             let ns = slice.metadata.namespace.clone();
@@ -411,14 +429,37 @@ fn on_balancing_event(
         return;
     };
     config_dirty.mark(ns.to_owned());
-    let port = gb.spec.listener_port;
     let name = gb.metadata.name.as_deref().unwrap_or_default();
     for other in store.state() {
         if other.metadata.namespace.as_deref() == Some(ns)
-            && (other.spec.listener_port == port || may_share_services(&other, name))
+            && (contends_with(&other, gb) || may_share_services(&other, name))
             && other.metadata.name != gb.metadata.name
         {
             siblings.mark(ObjectRef::from_obj(other.as_ref()));
         }
+    }
+}
+
+fn on_service_event(
+    svc: &Service,
+    store: &Store<GrpcBalancing>,
+    config_dirty: &DirtySet<String>,
+    siblings: &DirtySet<ObjectRef<GrpcBalancing>>,
+) {
+    let Some(ns) = svc.metadata.namespace.as_deref() else {
+        return;
+    };
+    let mut named = false;
+    for gb in store.state() {
+        if gb.metadata.namespace.as_deref() == Some(ns)
+            && gb.spec.service.is_some()
+            && gb.spec.service == svc.metadata.name
+        {
+            named = true;
+            siblings.mark(ObjectRef::from_obj(gb.as_ref()));
+        }
+    }
+    if named {
+        config_dirty.mark(ns.to_owned());
     }
 }

@@ -30,7 +30,7 @@ use crate::discovery::push::{self, PushDiscover, PushSettings, PushState};
 use crate::discovery::{Discover, SystemDiscover};
 use crate::metrics::{BalancingLabels, LabelValue as _, Metrics, ReloadResult, ResultLabels};
 use crate::transport::client::ConnectSettings;
-use crate::transport::server;
+use crate::transport::{relay, server};
 
 /// Where the config comes from.
 #[derive(Debug, Clone)]
@@ -63,6 +63,11 @@ pub struct Settings {
     /// The operator's push discovery stream, trusted over DNS and the
     /// config file while it is connected.
     pub push: Option<PushSettings>,
+    /// Ports the pod's own containers listen on: a balancing that stands in
+    /// for a Service (`service` in the config) on one of them is not
+    /// started, since its listener would take the port from the app (the
+    /// webhook gives such a pod no host alias for it either).
+    pub app_ports: Vec<u16>,
 }
 
 impl Settings {
@@ -79,6 +84,7 @@ impl Settings {
             bind_retry: Duration::from_secs(1),
             discover: None,
             push: None,
+            app_ports: Vec::new(),
         }
     }
 }
@@ -91,6 +97,19 @@ struct Running {
     server: JoinHandle<()>,
     /// The listener, given back once the server stops accepting.
     handback: Option<oneshot::Receiver<TcpListener>>,
+    /// The relays of a Service's other ports (`service.forwards`), which
+    /// stop with `stop` and close their listeners as they end.
+    forwards: Vec<(SocketAddr, JoinHandle<()>)>,
+}
+
+/// The address of a removed Service front, still relayed as plain TCP to
+/// the Service: pods created while the balancing existed map the Service's
+/// names there, and must keep reaching the Service (unbalanced) until they
+/// restart. Stopped when a balancing of the config wants the address.
+struct Tombstone {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
 }
 
 /// A balancing of the config whose listener is not bound (yet): tried again
@@ -135,6 +154,9 @@ pub struct AppState {
     push: Option<Arc<PushState>>,
     /// Where the config in force came from (`CONFIG_FROM_*`).
     config_source: std::sync::atomic::AtomicU8,
+    /// See [`Settings::app_ports`].
+    app_ports: Vec<u16>,
+    tombstones: Mutex<Vec<Tombstone>>,
 }
 
 impl AdminView for AppState {
@@ -264,6 +286,17 @@ impl AppState {
         self.metrics.listeners_unbound.set(all.unbound.len() as i64);
     }
 
+    /// The first port of `b`'s Service front that the pod's own containers
+    /// listen on.
+    fn app_port_taken(&self, b: &config::Balancing) -> Option<u16> {
+        let front = b.service.as_ref()?;
+        std::iter::once(&b.listen)
+            .chain(front.forwards.iter().map(|f| &f.listen))
+            .filter_map(|l| l.parse::<SocketAddr>().ok())
+            .map(|a| a.port())
+            .find(|p| self.app_ports.contains(p))
+    }
+
     /// Why a balancing cannot run next to the admin server, if it cannot.
     fn admin_conflict(&self, b: &config::Balancing) -> Option<String> {
         let admin = *self.admin_addr.get()?;
@@ -312,6 +345,14 @@ impl AppState {
                 new.balancings.push(kept);
             }
         }
+        new.balancings.retain(|b| match self.app_port_taken(b) {
+            Some(port) => {
+                // Not an error: the pod keeps dialling the Service directly.
+                tracing::warn!(balancing = %b.name, port, "a container of the pod listens on this port of the Service: not standing in for the Service here");
+                false
+            }
+            None => true,
+        });
         new.balancings.retain(|b| match self.admin_conflict(b) {
             Some(why) => {
                 tracing::error!(balancing = %b.name, error = %why, "balancing not started");
@@ -336,9 +377,11 @@ impl AppState {
                 .running
                 .iter()
                 .filter(|(name, r)| {
-                    wanted
-                        .get(name.as_str())
-                        .is_none_or(|b| b.listen != r.config.listen)
+                    // The service front belongs to the listeners: a new one
+                    // restarts them (the main socket is handed over).
+                    wanted.get(name.as_str()).is_none_or(|b| {
+                        b.listen != r.config.listen || b.service != r.config.service
+                    })
                 })
                 .map(|(name, _)| name.clone())
                 .collect();
@@ -352,14 +395,48 @@ impl AppState {
         // the socket itself, with the connections waiting on it; any other
         // is closed, so an overlapping address (0.0.0.0 vs 127.0.0.1) binds.
         let mut returned = Vec::new();
+        let mut forwards = Vec::new();
+        // Where a removed Service front's addresses keep relaying to.
+        let mut fronts_gone: HashMap<SocketAddr, SocketAddr> = HashMap::new();
         for mut r in gone {
             tracing::info!(balancing = %r.config.name, "balancing removed; draining");
             r.stop.cancel();
             if let Some(rx) = r.handback.take() {
                 returned.push((r.addr, rx));
             }
+            if let Some(front) = &r.config.service {
+                if let Ok(to) = front.passthrough.parse() {
+                    fronts_gone.insert(r.addr, to);
+                }
+                for f in &front.forwards {
+                    if let (Ok(from), Ok(to)) = (f.listen.parse(), f.to.parse()) {
+                        fronts_gone.insert(from, to);
+                    }
+                }
+            }
+            forwards.append(&mut r.forwards);
             tokio::spawn(drain(r, self.drain_timeout));
         }
+        // A relay's listener is closed once its task ended (on `stop`), so
+        // that its address can be bound again below.
+        for (addr, task) in forwards {
+            if tokio::time::timeout(HANDBACK_TIMEOUT, task).await.is_err() {
+                tracing::warn!(%addr, "a stopped relay did not end");
+            }
+        }
+        let wanted_addrs: Vec<SocketAddr> = new
+            .balancings
+            .iter()
+            .flat_map(|b| {
+                std::iter::once(&b.listen).chain(
+                    b.service
+                        .iter()
+                        .flat_map(|s| s.forwards.iter().map(|f| &f.listen)),
+                )
+            })
+            .filter_map(|l| l.parse().ok())
+            .collect();
+        self.bury_wanted(&wanted_addrs).await;
         let mut spare: HashMap<SocketAddr, TcpListener> = HashMap::new();
         for (addr, rx) in returned {
             match tokio::time::timeout(HANDBACK_TIMEOUT, rx).await {
@@ -400,9 +477,69 @@ impl AppState {
                 }
             }
         }
+        // What is left of removed Service fronts keeps relaying.
+        for (addr, to) in fronts_gone {
+            if wanted_addrs
+                .iter()
+                .any(|w| config::listeners_overlap(*w, addr))
+            {
+                continue;
+            }
+            let listener = match spare.remove(&addr) {
+                Some(l) => Ok(l),
+                None => server::bind(addr),
+            };
+            match listener {
+                Ok(listener) => self.keep_relaying(listener, addr, to),
+                Err(e) => {
+                    tracing::warn!(%addr, %to, error = %e, "cannot keep relaying a removed Service front")
+                }
+            }
+        }
         drop(spare);
         self.config.store(Arc::new(new));
         errors
+    }
+
+    /// Relays `addr` (a removed Service front's) to the Service from now on.
+    fn keep_relaying(&self, listener: TcpListener, addr: SocketAddr, to: SocketAddr) {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(relay::forward(
+            listener,
+            to,
+            format!("removed Service front {addr}"),
+            stop.clone(),
+        ));
+        tracing::info!(%addr, %to, "Service front removed: its address relays to the Service, unbalanced, for the pods that still map the Service's names here");
+        self.tombstones
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Tombstone { addr, stop, task });
+    }
+
+    /// Stops the relays of removed Service fronts on the addresses a
+    /// balancing now wants, and waits until their listeners are closed.
+    async fn bury_wanted(&self, wanted: &[SocketAddr]) {
+        let stopped: Vec<Tombstone> = {
+            let mut all = self
+                .tombstones
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let (stop, keep) = std::mem::take(&mut *all)
+                .into_iter()
+                .partition(|t| wanted.iter().any(|w| config::listeners_overlap(*w, t.addr)));
+            *all = keep;
+            stop
+        };
+        for t in stopped {
+            t.stop.cancel();
+            if tokio::time::timeout(HANDBACK_TIMEOUT, t.task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(addr = %t.addr, "a relay of a removed Service front did not end");
+            }
+        }
     }
 
     /// Starts a balancing on `listener` (one handed over) or a new one; one
@@ -420,7 +557,8 @@ impl AppState {
                 .context("listen address")
                 .and_then(|addr| server::bind(addr).map_err(anyhow::Error::from)),
         };
-        let listener = match bound {
+        let bound = bound.and_then(|listener| Ok((listener, bind_forwards(b)?)));
+        let (listener, forward_listeners) = match bound {
             Ok(l) => l,
             Err(e) => {
                 self.set_unbound(&b.name, b.clone(), format!("{e:#}"));
@@ -428,6 +566,20 @@ impl AppState {
             }
         };
         let addr = listener.local_addr()?;
+        let passthrough = match &b.service {
+            Some(front) => Some((
+                front
+                    .passthrough
+                    .parse::<SocketAddr>()
+                    .context("service.passthrough")?,
+                self.metrics
+                    .unbalanced_connections
+                    .get_or_create_owned(&BalancingLabels {
+                        balancing: b.name.clone(),
+                    }),
+            )),
+            None => None,
+        };
         let runtime = Balancing::start(b, &self.discover, &self.metrics, self.connect);
         let current = Arc::new(ArcSwap::new(runtime));
         let stop = CancellationToken::new();
@@ -448,9 +600,18 @@ impl AppState {
             b.name.clone(),
             accepted,
             handler,
+            passthrough,
             stop.clone(),
             handback_tx,
         ));
+        let forwards = forward_listeners
+            .into_iter()
+            .map(|(listener, from, to)| {
+                let task = tokio::spawn(relay::forward(listener, to, b.name.clone(), stop.clone()));
+                tracing::info!(balancing = %b.name, listen = %from, %to, "relaying a Service port");
+                (from, task)
+            })
+            .collect();
         let was_unbound = {
             let mut all = self.lock();
             all.running.insert(
@@ -462,6 +623,7 @@ impl AppState {
                     stop,
                     server,
                     handback: Some(handback),
+                    forwards,
                 },
             );
             all.unbound.contains_key(&b.name)
@@ -554,6 +716,19 @@ fn parse_pushed(text: &str) -> Loaded {
             source,
         }),
     }
+}
+
+/// Binds the listeners of a balancing's relayed Service ports, all or none.
+fn bind_forwards(
+    b: &config::Balancing,
+) -> anyhow::Result<Vec<(TcpListener, SocketAddr, SocketAddr)>> {
+    let mut bound = Vec::new();
+    for f in b.service.iter().flat_map(|s| &s.forwards) {
+        let from: SocketAddr = f.listen.parse().context("service.forwards.listen")?;
+        let to: SocketAddr = f.to.parse().context("service.forwards.to")?;
+        bound.push((server::bind(from)?, from, to));
+    }
+    Ok(bound)
 }
 
 /// Stops accepting, sends GOAWAY downstream, waits for calls in flight (up to
@@ -675,6 +850,8 @@ pub async fn run(
         shutdown_requested: CancellationToken::new(),
         push: push.clone(),
         config_source: std::sync::atomic::AtomicU8::new(CONFIG_FROM_FILE),
+        app_ports: settings.app_ports.clone(),
+        tombstones: Mutex::new(Vec::new()),
     });
 
     // The admin server first: its port is never lost to a balancing, and

@@ -126,6 +126,11 @@ pub struct RunArgs {
     /// This pod's name (for the server's logs).
     #[arg(long, env = "POD_NAME", default_value = "")]
     pub pod_name: String,
+    /// A port the pod's own containers listen on (repeatable): a balancing
+    /// standing in for a Service on it is not started (the webhook passes
+    /// the pod's declared container ports).
+    #[arg(long = "app-port")]
+    pub app_ports: Vec<u16>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +160,7 @@ impl RunArgs {
         s.dns_server = self.dns_server;
         s.drain_timeout = self.drain_timeout;
         s.push = self.push_settings();
+        s.app_ports = self.app_ports.clone();
         Ok(s)
     }
 
@@ -230,6 +236,7 @@ impl RunArgs {
                 outlier_detection: OutlierDetection::default(),
                 health_check: None,
                 queue: Queue::default(),
+                service: None,
             }],
         };
         let errors = config::validate(&config);

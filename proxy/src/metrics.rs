@@ -116,6 +116,9 @@ pub struct Metrics {
     pub health_checks: Family<HealthLabels, Counter>,
     pub config_reloads: Family<ResultLabels, Counter>,
     pub downstream_connections: Family<BalancingLabels, Counter>,
+    /// Connections to a Service front that were not h2c, relayed to the
+    /// Service unbalanced.
+    pub unbalanced_connections: Family<BalancingLabels, Counter>,
     pub listeners_unbound: Gauge,
     pub listener_bind_errors: Family<BalancingLabels, Counter>,
     pub push: PushMetrics,
@@ -140,6 +143,7 @@ impl Metrics {
             health_checks: Family::default(),
             config_reloads: Family::default(),
             downstream_connections: Family::default(),
+            unbalanced_connections: Family::default(),
             listeners_unbound: Gauge::default(),
             listener_bind_errors: Family::default(),
             push: PushMetrics::default(),
@@ -197,6 +201,11 @@ impl Metrics {
             "downstream_connections",
             "Connections accepted from the application",
             m.downstream_connections.clone(),
+        );
+        r.register(
+            "unbalanced_connections",
+            "Connections to the Service address of a balancing (spec.service) that did not open with the HTTP/2 preface (TLS, HTTP/1), relayed to the Service unbalanced",
+            m.unbalanced_connections.clone(),
         );
         r.register(
             "listeners_unbound",

@@ -103,7 +103,7 @@ steady_start() {
     local i=0
     while [[ ! -e "${steady_dir}/stop" ]]; do
       i=$((i + 1))
-      client_load "${steady_dir}/batch-${i}.json" --target "http://${proxy_addr}" --calls 100 \
+      client_load "${steady_dir}/batch-${i}.json" --target "http://${client_target}" --calls 100 \
         --concurrency 4 --metadata x-greeter-delay-ms=20 --timeout-ms 5000 \
         || printf '{"batch_error": 1}\n' >"${steady_dir}/batch-${i}.json"
     done
@@ -214,6 +214,8 @@ demo_node_main() {
   command -v jq >/dev/null || demo_fail "jq is missing (apt-get install jq)"
   command -v curl >/dev/null || demo_fail "curl is missing (apt-get install curl)"
   local calls_before=1000 calls_after=8000 streams=100
+  # What the client dials, before and after injection alike.
+  client_target=greeter:50051
   if ((short)); then calls_before=400; calls_after=4000; streams=40; fi
 
   step "Kubernetes components, containerd and CoreDNS (cached after the first build)"
@@ -380,7 +382,9 @@ metadata: {name: greeter}
 spec:
   selector: {app: greeter}
   port: 50051
-  listenerPort: 15001
+  # The Service the client already dials: in injected pods its names resolve
+  # to the sidecar, so the client needs no change at all.
+  service: greeter
   policy: {kind: round_robin}
   dnsRefreshInterval: 2s
   subsets:
@@ -394,9 +398,10 @@ YAML
   done_ "the operator made its headless Services and proxy config: $(k -n "$DEMO_NS" get services -o name | grep -v '^service/greeter$' | paste -sd ' ')"
 
   heading 6 "After: the same client, injected with the proxy"
-  note "Two changes to the client's Deployment: the annotation, and its target the sidecar's"
-  note "address (the webhook sets GRPC_BALANCER_GREETER_ADDR)."
-  local patch='{"spec":{"template":{"metadata":{"annotations":{"grpcbalancer.io/sidecar.inject":"true"}},"spec":{"containers":[{"name":"client","args":["--target","http://$(GRPC_BALANCER_GREETER_ADDR)","--calls","1000000000","--metadata","x-greeter-delay-ms=1000"]}]}}}}'
+  note "One change to the client's Deployment: the annotation. Its image, args and env stay as they"
+  note "are: the webhook maps the Service's names to the sidecar in the pod's /etc/hosts."
+  client_args_before="$(k -n "$DEMO_NS" get deployment client -o json | jq -c '.spec.template.spec.containers[] | select(.name == "client") | {image, args, env}')"
+  local patch='{"spec":{"template":{"metadata":{"annotations":{"grpcbalancer.io/sidecar.inject":"true"}}}}}'
   run k -n "$DEMO_NS" patch deployment client --type strategic -p "$patch"
   run k -n "$DEMO_NS" rollout status deployment/client --timeout 120s || demo_fail "the injected client pod did not start"
   injected_pod() {
@@ -411,22 +416,27 @@ YAML
     | jq '(.spec.initContainers[] | select(.name == "grpc-balancer-proxy") | {name, image, restartPolicy,
            ports: [.ports[]?.containerPort]}) + {pod_containers: ([.spec.initContainers[].name] + [.spec.containers[].name])}' \
       >"${work}/sidecar.json"
-  proxy_addr="$(k -n "$DEMO_NS" get pod "$client_pod" \
-    -o jsonpath='{.spec.containers[?(@.name=="client")].env[?(@.name=="GRPC_BALANCER_GREETER_ADDR")].value}')"
-  [[ -n "$proxy_addr" ]] || demo_fail "the webhook set no GRPC_BALANCER_GREETER_ADDR in ${client_pod}"
+  k -n "$DEMO_NS" get pod "$client_pod" -o json | jq -c '[.spec.hostAliases[]? | select(.hostnames | index("greeter"))]' \
+    >"${work}/host-aliases.json"
+  local alias_ip
+  alias_ip="$(jq -r '.[0].ip // empty' "${work}/host-aliases.json")"
+  [[ -n "$alias_ip" ]] || demo_fail "the webhook mapped no name of Service greeter in ${client_pod}"
+  proxy_addr="${alias_ip}:50051"
+  client_args_after="$(k -n "$DEMO_NS" get deployment client -o json | jq -c '.spec.template.spec.containers[] | select(.name == "client") | {image, args, env}')"
   client_ip="$(k -n "$DEMO_NS" get pod "$client_pod" -o jsonpath='{.status.podIP}')"
   done_ "client pod ${client_pod}: sidecar $(jq -r '"\(.name) (\(.image)), restartPolicy \(.restartPolicy // "-"): a native sidecar"' "${work}/sidecar.json")"
-  done_ "the client calls ${proxy_addr}: its sidecar, over one HTTP/2 connection"
-  printf '  %s$ kubectl -n demo exec %s -c client -- /greeter-client --target http://%s --calls %s%s\n' "$D" "$client_pod" "$proxy_addr" "$calls_after" "$N"
-  client_load "${work}/after.json" --target "http://${proxy_addr}" --calls "$calls_after" --concurrency 4 \
+  done_ "in the pod, $(jq -r '.[0].hostnames | join(", ")' "${work}/host-aliases.json") → ${alias_ip} (status.address of the GrpcBalancing)"
+  done_ "the client still calls ${client_target}, now its sidecar at ${proxy_addr}, over one HTTP/2 connection"
+  printf '  %s$ kubectl -n demo exec %s -c client -- /greeter-client --target http://%s --calls %s%s\n' "$D" "$client_pod" "$client_target" "$calls_after" "$N"
+  client_load "${work}/after.json" --target "http://${client_target}" --calls "$calls_after" --concurrency 4 \
     || demo_fail "the injected client could not call through its sidecar"
   with_versions <"${work}/after.json" >"${work}/phase-after.json"
   print_phase after
 
   heading 7 "Streams through the sidecar stay on one pod"
   printf '  %s$ kubectl -n demo exec %s -c client -- /greeter-client --target http://%s --mode bidi --calls %s --messages 10%s\n' \
-    "$D" "$client_pod" "$proxy_addr" "$streams" "$N"
-  client_load "${work}/stream.json" --target "http://${proxy_addr}" --mode bidi --calls "$streams" --messages 10 \
+    "$D" "$client_pod" "$client_target" "$streams" "$N"
+  client_load "${work}/stream.json" --target "http://${client_target}" --mode bidi --calls "$streams" --messages 10 \
     || demo_fail "the bidi streams failed"
   with_versions <"${work}/stream.json" >"${work}/phase-stream.json"
   print_phase stream
@@ -505,7 +515,8 @@ YAML
   jq -n --slurpfile before "${work}/phase-before.json" --slurpfile after "${work}/phase-after.json" \
     --slurpfile stream "${work}/phase-stream.json" --slurpfile scale "${work}/phase-scale_out.json" \
     --slurpfile rollout "${work}/phase-rollout_restart.json" --slurpfile del "${work}/phase-pod_delete.json" \
-    --slurpfile sidecar "${work}/sidecar.json" \
+    --slurpfile sidecar "${work}/sidecar.json" --slurpfile aliases "${work}/host-aliases.json" \
+    --argjson client_before "$client_args_before" --argjson client_after "$client_args_after" \
     --arg node "$node_info" --arg operator_pods "$operator_pods" --arg leader "$leader" --arg webhook_svc "$webhook_svc" \
     --arg cluster_ip "$cluster_ip" --argjson before_containers "$before_containers" --arg proxy_addr "$proxy_addr" \
     --arg added "$new_pod" --argjson added_ms "$added_ms" --arg removed "$victim" \
@@ -518,7 +529,9 @@ YAML
       weights: {v1: 75, v2: 25},
       phases: {before: $before[0], after: $after[0], stream: $stream[0], scale_out: $scale[0],
                rollout_restart: $rollout[0], pod_delete: $del[0]},
-      before: {target: "greeter:50051", cluster_ip: $cluster_ip, client_containers: $before_containers},
+      before: {target: "greeter:50051", cluster_ip: $cluster_ip, client_containers: $before_containers,
+               client: $client_before},
+      after: {target: "greeter:50051", client: $client_after, host_aliases: $aliases[0]},
       injected_sidecar: $sidecar[0],
       proxy_addr: $proxy_addr,
       added_backend: $added, added_backend_first_call_ms: $added_ms,

@@ -49,6 +49,7 @@ fn balancings() -> Vec<LocalBalancing> {
             name: format!("service-{i}"),
             env_name: format!("GRPC_BALANCER_SERVICE_{i}_ADDR"),
             address: format!("127.0.0.1:{}", 15001 + i),
+            aliases: None,
         })
         .collect()
 }

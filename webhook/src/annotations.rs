@@ -14,6 +14,11 @@ pub const INJECTED: &str = grpc_balancer_crds::annotations::INJECTED;
 /// Set on injection: the balancings whose env vars the pod got.
 pub const BALANCINGS: &str = grpc_balancer_crds::annotations::BALANCINGS;
 
+/// `"false"` opts the pod out of the host aliases of `spec.service`.
+pub const SERVICE_ALIASES: &str = grpc_balancer_crds::annotations::SERVICE_ALIASES;
+/// The value of [`SERVICE_ALIASES`] that opts out.
+pub const SERVICE_ALIASES_DISABLED: &str = "false";
+
 /// Per-pod overrides, each bounded by the webhook's settings.
 pub const PROXY_CPU_REQUEST: &str = "grpcbalancer.io/proxy-cpu-request";
 pub const PROXY_CPU_LIMIT: &str = "grpcbalancer.io/proxy-cpu-limit";

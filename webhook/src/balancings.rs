@@ -1,5 +1,7 @@
-//! The env vars that tell the app where each balancing listens:
-//! `GRPC_BALANCER_<NAME>_ADDR=127.0.0.1:<port>`.
+//! What a pod gets of each balancing: the env var that tells the app where
+//! it listens (`GRPC_BALANCER_<NAME>_ADDR=127.0.0.1:<port>`) and, for one
+//! that names a Service, the host aliases that send the Service's names to
+//! the listener.
 
 use std::net::SocketAddr;
 
@@ -12,6 +14,19 @@ pub struct LocalBalancing {
     pub name: String,
     pub env_name: String,
     pub address: String,
+    /// With `spec.service`: the names to map to the listener's address.
+    pub aliases: Option<HostAliases>,
+}
+
+/// One `hostAliases` entry of a pod: `hostnames` resolve to `ip`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostAliases {
+    pub ip: String,
+    pub hostnames: Vec<String>,
+    /// The ports the proxy takes on `ip`: the Service's gRPC port and the
+    /// ports it relays. A pod whose containers listen on one of them gets
+    /// no alias (the proxy could not listen there).
+    pub ports: Vec<u16>,
 }
 
 /// `GRPC_BALANCER_<NAME>_ADDR`, the name upper-cased with `-` and `.` as `_`.
@@ -49,6 +64,24 @@ pub fn local_balancings(config: &ProxyConfig) -> Vec<LocalBalancing> {
                 name: b.name.clone(),
                 env_name: env_name(&b.name),
                 address: local_address(&listen),
+                // Only a loopback listener: a name mapped anywhere else
+                // would send the pod's calls off the pod.
+                aliases: b
+                    .service
+                    .as_ref()
+                    .filter(|_| listen.ip().is_loopback())
+                    .map(|s| HostAliases {
+                        ip: listen.ip().to_string(),
+                        hostnames: s.hostnames.clone(),
+                        ports: std::iter::once(listen.port())
+                            .chain(
+                                s.forwards
+                                    .iter()
+                                    .filter_map(|f| f.listen.parse::<SocketAddr>().ok())
+                                    .map(|a| a.port()),
+                            )
+                            .collect(),
+                    }),
             })
         })
         .collect()
@@ -90,14 +123,37 @@ mod tests {
                 LocalBalancing {
                     name: "greeter".into(),
                     env_name: "GRPC_BALANCER_GREETER_ADDR".into(),
-                    address: "127.0.0.1:15001".into()
+                    address: "127.0.0.1:15001".into(),
+                    aliases: None,
                 },
                 LocalBalancing {
                     name: "orders.v2".into(),
                     env_name: "GRPC_BALANCER_ORDERS_V2_ADDR".into(),
-                    address: "127.0.0.1:15002".into()
+                    address: "127.0.0.1:15002".into(),
+                    aliases: None,
                 },
             ]
         );
+    }
+
+    #[test]
+    fn a_service_front_becomes_host_aliases() {
+        let config = grpc_balancer_crds::config::parse_yaml(
+            "balancings:\n\
+             - name: greeter\n  listen: 127.0.10.1:50051\n  subsets:\n  - name: all\n    discovery: { static: [127.0.0.3:50051] }\n  service:\n    hostnames: [greeter, greeter.demo]\n    passthrough: 10.96.0.20:50051\n\
+             - name: away\n  listen: 0.0.0.0:50052\n  subsets:\n  - name: all\n    discovery: { static: [127.0.0.3:50051] }\n  service:\n    hostnames: [away]\n    passthrough: 10.96.0.21:50052\n",
+        )
+        .expect("a valid config");
+        let local = local_balancings(&config);
+        assert_eq!(
+            local[0].aliases,
+            Some(HostAliases {
+                ip: "127.0.10.1".into(),
+                hostnames: vec!["greeter".into(), "greeter.demo".into()],
+                ports: vec![50051],
+            })
+        );
+        assert_eq!(local[0].address, "127.0.10.1:50051");
+        assert_eq!(local[1].aliases, None, "a wildcard listener gets no alias");
     }
 }

@@ -36,7 +36,7 @@ pub mod tls;
 pub use args::{
     Args, CertSource, DEFAULT_PROXY_IMAGE, FailurePolicy, SidecarModeArg, StandaloneArgs,
 };
-pub use balancings::LocalBalancing;
+pub use balancings::{HostAliases, LocalBalancing};
 pub use metrics::{Outcome, WebhookMetrics};
 pub use mutate::{
     InjectError, InjectionContext, already_injected, injected_version, mutate, wants_injection,

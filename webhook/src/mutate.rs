@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use json_patch::{AddOperation, Patch, PatchOperation};
 use jsonptr::PointerBuf;
 use jsonptr::Token;
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{Container, HostAlias, Pod, PodSpec};
 use serde_json::Value;
 
 use crate::annotations;
@@ -84,17 +84,33 @@ pub fn mutate(pod: &Pod, ctx: &InjectionContext<'_>) -> Result<Option<Patch>, In
         return Ok(None);
     }
     let spec = pod.spec.as_ref().ok_or(InjectError::MissingSpec)?;
+    let empty = BTreeMap::new();
+    let pod_annotations = pod.metadata.annotations.as_ref().unwrap_or(&empty);
+    let opted_out = pod_annotations
+        .get(annotations::SERVICE_ALIASES)
+        .is_some_and(|v| v == annotations::SERVICE_ALIASES_DISABLED);
     if already_injected(spec) {
-        let mut ops = missing_env(spec, ctx.balancings);
+        // Host aliases are added on the first injection only; a balancing
+        // that came later is served here if the pod has its alias already.
+        let has_alias = |b: &LocalBalancing| {
+            b.aliases
+                .as_ref()
+                .is_some_and(|a| spec.host_aliases.iter().flatten().any(|h| h.ip == a.ip))
+        };
+        let served: Vec<&LocalBalancing> = ctx
+            .balancings
+            .iter()
+            .filter(|b| b.aliases.is_none() || opted_out || has_alias(b))
+            .collect();
+        let wanted = wanted_env(ctx.balancings, ctx.balancings.iter().any(has_alias));
+        let mut ops = missing_env(spec, &wanted);
         if !ops.is_empty() {
-            let empty = BTreeMap::new();
-            let existing = pod.metadata.annotations.as_ref().unwrap_or(&empty);
-            let recorded = existing
+            let recorded = pod_annotations
                 .get(annotations::BALANCINGS)
                 .map(|v| v.split(',').filter(|n| !n.is_empty()).collect::<Vec<_>>())
                 .unwrap_or_default();
             let mut names: Vec<&str> = recorded;
-            names.extend(ctx.balancings.iter().map(|b| b.name.as_str()));
+            names.extend(served.iter().map(|b| b.name.as_str()));
             names.sort_unstable();
             names.dedup();
             ops.push(add(
@@ -105,11 +121,15 @@ pub fn mutate(pod: &Pod, ctx: &InjectionContext<'_>) -> Result<Option<Patch>, In
         return Ok(Some(Patch(ops)).filter(|p| !p.0.is_empty()));
     }
     check_conflicts(spec, ctx.settings)?;
-    let empty = BTreeMap::new();
-    let pod_annotations = pod.metadata.annotations.as_ref().unwrap_or(&empty);
     let proxy = effective_proxy(ctx.settings, pod_annotations)?;
 
     let mut ops = Vec::new();
+    let app_ports = declared_ports(spec);
+    let aliases = if opted_out {
+        Vec::new()
+    } else {
+        host_aliases(spec, ctx.balancings, &app_ports)
+    };
     annotate(
         &mut ops,
         pod_annotations,
@@ -117,6 +137,16 @@ pub fn mutate(pod: &Pod, ctx: &InjectionContext<'_>) -> Result<Option<Patch>, In
         ctx.settings.admin_port,
         ctx.balancings,
     );
+    for (i, alias) in aliases.iter().enumerate() {
+        // The first one creates the list when the pod has none.
+        add_to_list(
+            &mut ops,
+            &["spec", "hostAliases"],
+            spec.host_aliases.is_some() || i > 0,
+            serde_json::to_value(alias)?,
+        );
+    }
+    let wanted = wanted_env(ctx.balancings, !aliases.is_empty());
     add_to_list(
         &mut ops,
         &["spec", "volumes"],
@@ -125,16 +155,24 @@ pub fn mutate(pod: &Pod, ctx: &InjectionContext<'_>) -> Result<Option<Patch>, In
     );
     // Env vars first: inserting the proxy below shifts container indices.
     for (i, container) in spec.containers.iter().enumerate() {
-        add_env(&mut ops, "containers", i, container, ctx.balancings);
+        add_env(&mut ops, "containers", i, container, &wanted);
     }
     if ctx.settings.mode == SidecarMode::Native {
         // Init containers after the native sidecar start once it is ready,
         // so they can use the balancings too.
         for (i, container) in spec.init_containers.iter().flatten().enumerate() {
-            add_env(&mut ops, "initContainers", i, container, ctx.balancings);
+            add_env(&mut ops, "initContainers", i, container, &wanted);
         }
     }
     let mut container = sidecar::proxy_container(ctx.settings, &proxy);
+    // The proxy never stands in for a Service on a port the pod's own
+    // containers listen on: its listener would take the port from the app.
+    for port in &app_ports {
+        container
+            .args
+            .get_or_insert_with(Vec::new)
+            .extend(["--app-port".to_owned(), port.to_string()]);
+    }
     if let (Some(address), Some(ca), true) = (
         ctx.settings.discovery_address.as_deref(),
         ctx.discovery_ca,
@@ -171,20 +209,96 @@ pub fn mutate(pod: &Pod, ctx: &InjectionContext<'_>) -> Result<Option<Patch>, In
 /// The env ops a reinvocation adds: every app container, and in a native
 /// sidecar pod the init containers after the proxy (they start once it is
 /// ready); init containers before it run without the proxy.
-fn missing_env(spec: &PodSpec, balancings: &[LocalBalancing]) -> Vec<PatchOperation> {
+fn missing_env(spec: &PodSpec, wanted: &[(String, String)]) -> Vec<PatchOperation> {
     let mut ops = Vec::new();
     for (i, container) in spec.containers.iter().enumerate() {
         if container.name != PROXY_CONTAINER_NAME {
-            add_env(&mut ops, "containers", i, container, balancings);
+            add_env(&mut ops, "containers", i, container, wanted);
         }
     }
     let inits = spec.init_containers.as_deref().unwrap_or_default();
     if let Some(proxy) = inits.iter().position(|c| c.name == PROXY_CONTAINER_NAME) {
         for (i, container) in inits.iter().enumerate().skip(proxy + 1) {
-            add_env(&mut ops, "initContainers", i, container, balancings);
+            add_env(&mut ops, "initContainers", i, container, wanted);
         }
     }
     ops
+}
+
+/// The env vars app containers get: each balancing's address and, when
+/// the pod got host aliases, the switch that makes gRPC C-core (Python,
+/// C++, Ruby, PHP) resolve with the system resolver, which reads
+/// `/etc/hosts` (see [`DNS_RESOLVER_ENV`]). A container that sets a
+/// variable itself keeps its own value.
+fn wanted_env(balancings: &[LocalBalancing], aliased: bool) -> Vec<(String, String)> {
+    let mut wanted: Vec<(String, String)> = balancings
+        .iter()
+        .map(|b| (b.env_name.clone(), b.address.clone()))
+        .collect();
+    if aliased {
+        wanted.push((DNS_RESOLVER_ENV.into(), DNS_RESOLVER_NATIVE.into()));
+    }
+    wanted
+}
+
+/// gRPC C-core's choice of resolver (`ares` or `native`), documented in
+/// gRPC's `doc/environment_variables.md`. `native` resolves through
+/// `getaddrinfo`, which honours `/etc/hosts` and `nsswitch.conf`
+/// everywhere; the c-ares resolver's reading of the hosts file depends on
+/// the c-ares version gRPC was built with.
+pub const DNS_RESOLVER_ENV: &str = "GRPC_DNS_RESOLVER";
+pub const DNS_RESOLVER_NATIVE: &str = "native";
+
+/// The TCP ports the pod's containers declare, sorted, each once.
+fn declared_ports(spec: &PodSpec) -> Vec<u16> {
+    let mut ports: Vec<u16> = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter(|p| p.protocol.as_deref().is_none_or(|proto| proto == "TCP"))
+        .filter_map(|p| u16::try_from(p.container_port).ok())
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+/// The `hostAliases` entries of the balancings that name a Service. A name
+/// the pod maps itself already is left to the pod's own entry; a balancing
+/// whose ports the pod's containers listen on gets none (the app's own
+/// listener would answer the name, and the proxy does not listen there).
+fn host_aliases(
+    spec: &PodSpec,
+    balancings: &[LocalBalancing],
+    app_ports: &[u16],
+) -> Vec<HostAlias> {
+    let own: Vec<&str> = spec
+        .host_aliases
+        .iter()
+        .flatten()
+        .flat_map(|h| h.hostnames.iter().flatten())
+        .map(String::as_str)
+        .collect();
+    balancings
+        .iter()
+        .filter_map(|b| {
+            let aliases = b.aliases.as_ref()?;
+            if aliases.ports.iter().any(|p| app_ports.contains(p)) {
+                return None;
+            }
+            let hostnames: Vec<String> = aliases
+                .hostnames
+                .iter()
+                .filter(|n| !own.contains(&n.as_str()))
+                .cloned()
+                .collect();
+            (!hostnames.is_empty()).then(|| HostAlias {
+                ip: aliases.ip.clone(),
+                hostnames: Some(hostnames),
+            })
+        })
+        .collect()
 }
 
 /// The value of the `grpcbalancer.io/injected` annotation: the proxy image's
@@ -282,13 +396,13 @@ fn add_env(
     list: &str,
     index: usize,
     container: &Container,
-    balancings: &[LocalBalancing],
+    wanted: &[(String, String)],
 ) {
     let existing = container.env.as_deref().unwrap_or_default();
-    let missing: Vec<Value> = balancings
+    let missing: Vec<Value> = wanted
         .iter()
-        .filter(|b| !existing.iter().any(|e| e.name == b.env_name))
-        .map(|b| env_value(&b.env_name, &b.address))
+        .filter(|(name, _)| !existing.iter().any(|e| &e.name == name))
+        .map(|(name, value)| env_value(name, value))
         .collect();
     if missing.is_empty() {
         return;

@@ -73,6 +73,38 @@ pub struct Balancing {
     pub health_check: Option<HealthCheck>,
     #[serde(default)]
     pub queue: Queue,
+    /// Set when the balancing stands in for a Kubernetes Service that
+    /// clients dial by name: `listen` is then a loopback address of the
+    /// balancing's own on the Service's gRPC port, which client pods resolve
+    /// the Service's names to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceFront>,
+}
+
+/// A balancing that answers for a Service's names in client pods.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceFront {
+    /// The names client pods resolve to the listener's address (the
+    /// webhook writes them as the pod's `hostAliases`).
+    pub hostnames: Vec<String>,
+    /// Where a connection on `listen` that does not open with the HTTP/2
+    /// preface is relayed as plain TCP (a TLS client, an HTTP/1 client):
+    /// the Service's cluster IP and port, so such a client keeps working,
+    /// unbalanced, as if it had dialled the Service itself.
+    pub passthrough: String,
+    /// The Service's other ports, relayed as plain TCP to its cluster IP:
+    /// a client dialling the name on any of them must still get through.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forwards: Vec<Forward>,
+}
+
+/// One relayed port: connections to `listen` are relayed to `to` as TCP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Forward {
+    pub listen: String,
+    pub to: String,
 }
 
 /// How an endpoint is chosen for each call within a subset.

@@ -5,7 +5,9 @@ use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
 
-use super::{Balancing, DEFAULT_ADMIN_PORT, DiscoverySource, PolicyKind, ProxyConfig};
+use super::{
+    Balancing, DEFAULT_ADMIN_PORT, DiscoverySource, PolicyKind, ProxyConfig, ServiceFront,
+};
 
 /// Ports the injected sidecar uses itself, which no balancing may listen on,
 /// with what each is for.
@@ -176,13 +178,21 @@ pub fn validate(config: &ProxyConfig) -> Vec<FieldError> {
                 format!("{:?} is used by an earlier balancing", b.name),
             );
         }
-        if let Ok(addr) = b.listen.parse::<SocketAddr>() {
+        let forwards = b.service.iter().flat_map(|s| s.forwards.iter());
+        let addresses = std::iter::once((format!("{at}.listen"), &b.listen)).chain(
+            forwards
+                .enumerate()
+                .map(|(j, f)| (format!("{at}.service.forwards[{j}].listen"), &f.listen)),
+        );
+        for (path, listen) in addresses {
+            let Ok(addr) = listen.parse::<SocketAddr>() else {
+                continue;
+            };
             if let Some((_, other)) = listeners.iter().find(|(l, _)| listeners_overlap(*l, addr)) {
                 push(
-                    format!("{at}.listen"),
+                    path,
                     format!(
-                        "{:?} is not valid: balancing {other:?} listens on the same port",
-                        b.listen
+                        "{listen:?} is not valid: balancing {other:?} listens on the same port"
                     ),
                 );
             } else {
@@ -191,6 +201,74 @@ pub fn validate(config: &ProxyConfig) -> Vec<FieldError> {
         }
     }
     errors
+}
+
+/// The checks of a balancing's `service`: names a resolver accepts, socket
+/// addresses to relay to, listeners like `listen`.
+fn check_service_front(service: &ServiceFront, at: &str, push: &mut impl FnMut(String, String)) {
+    if service.hostnames.is_empty() {
+        push(format!("{at}.hostnames"), "needs at least one name".into());
+    }
+    for (j, name) in service.hostnames.iter().enumerate() {
+        if !is_host_name(name) {
+            push(
+                format!("{at}.hostnames[{j}]"),
+                format!(
+                    "{name:?} is not a DNS name (labels of a-z, 0-9, '-', at most 253 characters)"
+                ),
+            );
+        }
+    }
+    if service.passthrough.parse::<SocketAddr>().is_err() {
+        push(
+            format!("{at}.passthrough"),
+            format!("{:?} is not an ip:port socket address", service.passthrough),
+        );
+    }
+    for (j, f) in service.forwards.iter().enumerate() {
+        check_listen(&f.listen, &format!("{at}.forwards[{j}].listen"), push);
+        if f.to.parse::<SocketAddr>().is_err() {
+            push(
+                format!("{at}.forwards[{j}].to"),
+                format!("{:?} is not an ip:port socket address", f.to),
+            );
+        }
+    }
+}
+
+/// A lower-case DNS name: what `hostAliases` and every resolver accept.
+fn is_host_name(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+fn check_listen(listen: &str, path: &str, push: &mut impl FnMut(String, String)) {
+    match listen.parse::<SocketAddr>() {
+        Ok(addr) if addr.port() == 0 => push(
+            path.to_owned(),
+            format!("{listen:?} needs a port other than 0"),
+        ),
+        Ok(addr) => {
+            if let Some((port, what)) = RESERVED_PORTS.iter().find(|(p, _)| *p == addr.port()) {
+                push(
+                    path.to_owned(),
+                    format!("{listen:?} is not valid: port {port} is {what}"),
+                );
+            }
+        }
+        Err(_) => push(
+            path.to_owned(),
+            format!("{listen:?} is not an ip:port socket address"),
+        ),
+    }
 }
 
 /// Whether two listeners cannot both be bound: the same port on the same
@@ -212,23 +290,9 @@ fn check_balancing(b: &Balancing, at: &str, push: &mut impl FnMut(String, String
             ),
         );
     }
-    match b.listen.parse::<SocketAddr>() {
-        Ok(addr) if addr.port() == 0 => push(
-            format!("{at}.listen"),
-            format!("{:?} needs a port other than 0", b.listen),
-        ),
-        Ok(addr) => {
-            if let Some((port, what)) = RESERVED_PORTS.iter().find(|(p, _)| *p == addr.port()) {
-                push(
-                    format!("{at}.listen"),
-                    format!("{:?} is not valid: port {port} is {what}", b.listen),
-                );
-            }
-        }
-        Err(_) => push(
-            format!("{at}.listen"),
-            format!("{:?} is not an ip:port socket address", b.listen),
-        ),
+    check_listen(&b.listen, &format!("{at}.listen"), push);
+    if let Some(service) = &b.service {
+        check_service_front(service, &format!("{at}.service"), push);
     }
     match (b.policy.kind, &b.policy.header) {
         (PolicyKind::RingHash, None) => push(
@@ -616,5 +680,94 @@ balancings:
         let all_good = parse_yaml_partial(GOOD).expect("valid");
         assert!(all_good.errors.is_empty() && all_good.rejected.is_empty());
         assert_eq!(all_good.config, parse_yaml(GOOD).expect("valid"));
+    }
+
+    const FRONT: &str = r#"
+balancings:
+  - name: greeter
+    listen: "127.0.10.1:50051"
+    subsets: [{ name: s, discovery: { static: ["10.244.0.5:50051"] } }]
+    service:
+      hostnames: [greeter, greeter.demo, greeter.demo.svc, greeter.demo.svc.cluster.local]
+      passthrough: "10.96.0.20:50051"
+      forwards: [{ listen: "127.0.10.1:8080", to: "10.96.0.20:8080" }]
+"#;
+
+    #[test]
+    fn a_service_front_round_trips() {
+        let c = parse_yaml(FRONT).expect("valid");
+        let front = c.balancings[0].service.as_ref().expect("service");
+        assert_eq!(front.hostnames.len(), 4);
+        assert_eq!(front.forwards[0].to, "10.96.0.20:8080");
+        let again = parse_yaml(&to_yaml(&c).expect("yaml")).expect("valid");
+        assert_eq!(again, c);
+    }
+
+    #[test]
+    fn hostile_service_fronts_are_refused_with_their_paths() {
+        let cases = [
+            (
+                "hostnames: [greeter, greeter.demo",
+                "hostnames: [\"\", \"Greeter\", \"a..b\", \"-x\", \"a b\"",
+                &[
+                    "balancings[0].service.hostnames[0]",
+                    "balancings[0].service.hostnames[1]",
+                    "balancings[0].service.hostnames[2]",
+                    "balancings[0].service.hostnames[3]",
+                    "balancings[0].service.hostnames[4]",
+                ][..],
+            ),
+            (
+                "passthrough: \"10.96.0.20:50051\"",
+                "passthrough: \"greeter:50051\"",
+                &["balancings[0].service.passthrough"][..],
+            ),
+            (
+                "to: \"10.96.0.20:8080\"",
+                "to: \"nowhere\"",
+                &["balancings[0].service.forwards[0].to"][..],
+            ),
+            (
+                "listen: \"127.0.10.1:8080\"",
+                "listen: \"127.0.10.1:9901\"",
+                &["balancings[0].service.forwards[0].listen"][..],
+            ),
+            (
+                "listen: \"127.0.10.1:8080\"",
+                "listen: \"127.0.10.1:50051\"",
+                &["balancings[0].service.forwards[0].listen"][..],
+            ),
+            (
+                "listen: \"127.0.10.1:8080\"",
+                "listen: \"0.0.0.0:50051\"",
+                &["balancings[0].service.forwards[0].listen"][..],
+            ),
+        ];
+        for (from, to, paths) in cases {
+            let text = FRONT.replacen(from, to, 1);
+            let whole = text.replacen(
+                ", greeter.demo.svc, greeter.demo.svc.cluster.local]",
+                "]",
+                1,
+            );
+            let e = parse_yaml(&whole).expect_err(to);
+            let got: Vec<&str> = e.errors.iter().map(|e| e.path.as_str()).collect();
+            assert_eq!(got, paths, "{to}: {e}");
+        }
+        let empty = FRONT.replacen(
+            "[greeter, greeter.demo, greeter.demo.svc, greeter.demo.svc.cluster.local]",
+            "[]",
+            1,
+        );
+        let e = parse_yaml(&empty).expect_err("no names");
+        assert_eq!(e.errors[0].path, "balancings[0].service.hostnames");
+        let long = FRONT.replacen(
+            "hostnames: [greeter,",
+            &format!("hostnames: [{},", "a".repeat(64)),
+            1,
+        );
+        assert!(parse_yaml(&long).is_err(), "a label of 64 characters");
+        let unknown = FRONT.replacen("passthrough:", "sideways: 1\n      passthrough:", 1);
+        assert!(parse_yaml(&unknown).is_err(), "unknown fields are refused");
     }
 }

@@ -1,5 +1,6 @@
 //! The spec of `GrpcBalancing`. Every field has a default that works, except
-//! the three that say what to balance: `selector`, `port`, `listenerPort`.
+//! the ones that say what to balance: `selector`, `port`, and where clients
+//! reach it: `listenerPort` or `service`.
 
 use std::collections::BTreeMap;
 
@@ -45,6 +46,18 @@ use crate::config::{Duration, PolicyKind};
         json_path = ".spec.listenerPort"
     ),
     printcolumn(
+        name = "Service",
+        type_ = "string",
+        description = "Service whose names client pods resolve to the proxy",
+        json_path = ".spec.service"
+    ),
+    printcolumn(
+        name = "Address",
+        type_ = "string",
+        description = "Loopback address of the proxy listener for the Service's names",
+        json_path = ".status.address"
+    ),
+    printcolumn(
         name = "Endpoints",
         type_ = "integer",
         description = "Ready backend endpoints over all subsets",
@@ -63,6 +76,10 @@ use crate::config::{Duration, PolicyKind};
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.listenerPort) != has(self.service)",
+    "message": "set exactly one of listenerPort (the app dials 127.0.0.1:listenerPort) and service (the app dials that Service by name)"
+}]))]
 pub struct GrpcBalancingSpec {
     /// Labels of the backend pods (equality only, like a Service selector).
     #[schemars(extend("minProperties" = 1, "maxProperties" = 16))]
@@ -77,9 +94,24 @@ pub struct GrpcBalancingSpec {
     pub port: IntOrString,
 
     /// Port the injected proxy listens on at 127.0.0.1 in client pods for
-    /// this balancing; unique within the namespace.
+    /// this balancing (the app dials `GRPC_BALANCER_<NAME>_ADDR`); unique
+    /// within the namespace. Exactly one of `listenerPort` and `service`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
-    pub listener_port: u16,
+    pub listener_port: Option<u16>,
+
+    /// The Service of this namespace that the clients already dial by name
+    /// (`greeter`, `greeter.<ns>`, `greeter.<ns>.svc`, the full name): client
+    /// pods resolve those names to a loopback address of this balancing's
+    /// own, where the injected proxy listens on the Service's port, so an
+    /// unmodified client is balanced per call. Exactly one of `listenerPort`
+    /// and `service`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend(
+        "maxLength" = 63,
+        "pattern" = "^[a-z]([-a-z0-9]*[a-z0-9])?$"
+    ))]
+    pub service: Option<String>,
 
     #[serde(default)]
     pub policy: Policy,

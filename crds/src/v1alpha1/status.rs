@@ -41,6 +41,13 @@ pub struct GrpcBalancingStatus {
     #[serde(default)]
     pub ready_endpoints: i32,
 
+    /// With `spec.service`: the loopback address (`127.0.10.x`) client pods
+    /// resolve the Service's names to, where the proxy listens on the
+    /// Service's port. Kept for the balancing's life: pods created with it
+    /// keep reaching the proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+
     /// Pods of the namespace annotated `grpcbalancer.io/sidecar.inject: "true"`
     /// that run without the proxy (created before the webhook was up, or
     /// while it was failing open). Sorted, at most 20 names.
@@ -50,7 +57,8 @@ pub struct GrpcBalancingStatus {
     /// Pods of the namespace that run the proxy but were created while this
     /// balancing was not in the proxy config (not rendered yet, or created
     /// before it), so their containers lack its `GRPC_BALANCER_<NAME>_ADDR`
-    /// env var: restart them to get it. Listed only while the balancing is
+    /// env var and, with `spec.service`, the host aliases that send the
+    /// Service's names to the proxy: restart them to get both. Listed only while the balancing is
     /// in the proxy config. Sorted, at most 20 names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pods_without_balancing: Vec<String>,
@@ -89,6 +97,17 @@ pub enum ConditionReason {
     /// the name one of this balancing's would get (`grpcb-a-b` is both
     /// balancing `a-b` and subset `b` of balancing `a`).
     ServiceNameConflict,
+    /// `spec.service` names no Service of the namespace.
+    ServiceNotFound,
+    /// `spec.service` names a Service the proxy cannot stand in for
+    /// (headless, `ExternalName`, a UDP or SCTP port, no port for
+    /// `spec.port`).
+    ServiceUnsupported,
+    /// An older balancing of the namespace already names the same Service.
+    ServiceConflict,
+    /// Every loopback address of the pool is taken by older balancings of
+    /// the namespace that name a Service.
+    AddressPoolExhausted,
 }
 
 impl ConditionReason {
@@ -100,6 +119,10 @@ impl ConditionReason {
             ConditionReason::ListenerPortConflict => "ListenerPortConflict",
             ConditionReason::PortUnresolved => "PortUnresolved",
             ConditionReason::ServiceNameConflict => "ServiceNameConflict",
+            ConditionReason::ServiceNotFound => "ServiceNotFound",
+            ConditionReason::ServiceUnsupported => "ServiceUnsupported",
+            ConditionReason::ServiceConflict => "ServiceConflict",
+            ConditionReason::AddressPoolExhausted => "AddressPoolExhausted",
         }
     }
 

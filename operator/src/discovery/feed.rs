@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use futures::StreamExt as _;
 use grpc_balancer_crds::annotations::BALANCING_LABEL;
 use grpc_balancer_crds::v1alpha1::GrpcBalancing;
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::reflector::{self, Store};
@@ -99,6 +100,7 @@ pub async fn run(
     let ns = settings.watch_namespace.as_deref();
     let (gb_store, gb_writer) = reflector::store::<GrpcBalancing>();
     let (slice_store, slice_writer) = reflector::store::<EndpointSlice>();
+    let (svc_store, svc_writer) = reflector::store::<Service>();
     let marks = Arc::new(Marks::default());
     let undecodable = Arc::new(DirtySet::<Undecodable>::default());
 
@@ -107,6 +109,10 @@ pub async fn run(
         None => Api::all_with(client.clone(), &decode::api_resource()),
     };
     let slice_api: Api<EndpointSlice> = match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let svc_api: Api<Service> = match ns {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
@@ -135,6 +141,12 @@ pub async fn run(
     .default_backoff()
     .modify(trim_slice)
     .reflect(slice_writer);
+    // The Services `spec.service` names: their cluster IP and ports are
+    // part of the proxy config.
+    let services = watcher(svc_api, watcher::Config::default())
+        .default_backoff()
+        .modify(trim::service)
+        .reflect(svc_writer);
 
     let watch_balancings = {
         let (marks, hub) = (marks.clone(), hub.clone());
@@ -159,17 +171,27 @@ pub async fn run(
         })
     };
 
+    let watch_services = {
+        let (marks, hub) = (marks.clone(), hub.clone());
+        services.for_each(move |event| {
+            match &event {
+                Ok(e) => on_event(e, &marks, &hub),
+                Err(e) => tracing::warn!(error = %e, "discovery: Service watch failed; retrying"),
+            }
+            futures::future::ready(())
+        })
+    };
+    let stores = Stores {
+        balancings: gb_store.clone(),
+        slices: slice_store.clone(),
+        services: svc_store.clone(),
+    };
+
     let render = async {
         let _ = gb_store.wait_until_ready().await;
         let _ = slice_store.wait_until_ready().await;
-        publish(
-            &hub,
-            &settings,
-            &metrics,
-            &gb_store,
-            &slice_store,
-            marks.take().await,
-        );
+        let _ = svc_store.wait_until_ready().await;
+        publish(&hub, &settings, &metrics, &stores, marks.take().await);
         hub.set_ready();
         tracing::info!("discovery: watches listed; serving snapshots");
         loop {
@@ -179,7 +201,7 @@ pub async fn run(
             for (ns, at) in marks.take_now() {
                 batch.entry(ns).or_insert(at);
             }
-            publish(&hub, &settings, &metrics, &gb_store, &slice_store, batch);
+            publish(&hub, &settings, &metrics, &stores, batch);
         }
     };
     let prune = async {
@@ -193,6 +215,7 @@ pub async fn run(
         () = stop.cancelled() => {}
         () = watch_balancings => tracing::error!("discovery: the balancing watch ended"),
         () = watch_slices => tracing::error!("discovery: the EndpointSlice watch ended"),
+        () = watch_services => tracing::error!("discovery: the Service watch ended"),
         () = render => {}
         () = prune => {}
     }
@@ -204,19 +227,26 @@ impl Marks {
     }
 }
 
+/// What the feed renders from.
+struct Stores {
+    balancings: Store<GrpcBalancing>,
+    slices: Store<EndpointSlice>,
+    services: Store<Service>,
+}
+
 fn publish(
     hub: &Hub,
     settings: &FeedSettings,
     metrics: &Metrics,
-    balancings: &Store<GrpcBalancing>,
-    slices: &Store<EndpointSlice>,
+    stores: &Stores,
     batch: HashMap<String, SystemTime>,
 ) {
     if batch.is_empty() {
         return;
     }
-    let all_balancings = balancings.state();
-    let all_slices = slices.state();
+    let all_balancings = stores.balancings.state();
+    let all_slices = stores.slices.state();
+    let all_services = stores.services.state();
     for (namespace, observed_at) in batch {
         let ns_slices: Vec<&EndpointSlice> = all_slices
             .iter()
@@ -227,10 +257,16 @@ fn publish(
             .iter()
             .filter(|b| b.metadata.namespace.as_deref() == Some(namespace.as_str()))
             .map(|b| b.as_ref());
+        let ns_services: Vec<&Service> = all_services
+            .iter()
+            .filter(|s| s.metadata.namespace.as_deref() == Some(namespace.as_str()))
+            .map(|s| s.as_ref())
+            .collect();
         match namespace_state(
             &namespace,
             ns_balancings,
             &ns_slices,
+            &ns_services,
             &settings.cluster_domain,
             settings.proxy_admin_port,
         ) {

@@ -8,6 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use grpc_balancer_crds::config::to_yaml;
 use grpc_balancer_crds::v1alpha1::GrpcBalancing;
 use grpc_balancer_discovery_api::v1::Endpoint;
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::hub::NamespaceState;
@@ -20,13 +21,15 @@ pub fn namespace_state<'a>(
     namespace: &str,
     balancings: impl IntoIterator<Item = &'a GrpcBalancing>,
     slices: &[&'a EndpointSlice],
+    services: &[&'a Service],
     cluster_domain: &str,
     proxy_admin_port: u16,
 ) -> Result<NamespaceState, serde_yaml::Error> {
     let index = EndpointIndex::new(namespace, slices.iter().copied());
     let balancings: Vec<&GrpcBalancing> = balancings.into_iter().collect();
     let view = NamespaceView::new(balancings.iter().copied(), &index, cluster_domain)
-        .with_proxy_admin_port(proxy_admin_port);
+        .with_proxy_admin_port(proxy_admin_port)
+        .with_services(services.iter().copied());
     let config = if view.is_empty() {
         String::new()
     } else {

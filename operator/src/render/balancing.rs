@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use grpc_balancer_crds::config::{
-    self, Balancing, Discovery, DnsDiscovery, Policy, ProxyConfig, Subset,
+    self, Balancing, Discovery, DnsDiscovery, Policy, ProxyConfig, ServiceFront, Subset,
 };
 use grpc_balancer_crds::v1alpha1::{ConditionReason, GrpcBalancing};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -17,6 +17,10 @@ pub enum RenderError {
     InvalidSpec(String),
     #[error("{0}")]
     PortUnresolved(String),
+    #[error("{0}")]
+    ServiceNotFound(String),
+    #[error("{0}")]
+    ServiceUnsupported(String),
 }
 
 impl RenderError {
@@ -24,6 +28,8 @@ impl RenderError {
         match self {
             RenderError::InvalidSpec(_) => ConditionReason::InvalidSpec,
             RenderError::PortUnresolved(_) => ConditionReason::PortUnresolved,
+            RenderError::ServiceNotFound(_) => ConditionReason::ServiceNotFound,
+            RenderError::ServiceUnsupported(_) => ConditionReason::ServiceUnsupported,
         }
     }
 }
@@ -86,6 +92,17 @@ pub fn balancing(
     ports: &[Option<u16>],
     cluster_domain: &str,
 ) -> Result<Balancing, RenderError> {
+    balancing_with_front(gb, ports, cluster_domain, None)
+}
+
+/// [`balancing`] for a balancing that names a Service: it listens where
+/// `front` says (see [`super::front`]) instead of on `listenerPort`.
+pub fn balancing_with_front(
+    gb: &GrpcBalancing,
+    ports: &[Option<u16>],
+    cluster_domain: &str,
+    front: Option<(String, ServiceFront)>,
+) -> Result<Balancing, RenderError> {
     let name = gb
         .metadata
         .name
@@ -135,9 +152,19 @@ pub fn balancing(
             unresolved.join(", ")
         )));
     }
+    let (listen, service) = match (front, spec.listener_port) {
+        (Some((listen, front)), _) => (listen, Some(front)),
+        (None, Some(port)) => (format!("127.0.0.1:{port}"), None),
+        (None, None) => {
+            return Err(RenderError::InvalidSpec(
+                "set spec.listenerPort or spec.service: the clients reach the proxy through one of them".into(),
+            ));
+        }
+    };
     let balancing = Balancing {
         name,
-        listen: format!("127.0.0.1:{}", spec.listener_port),
+        listen,
+        service,
         policy: Policy {
             kind: spec.policy.kind,
             header: spec.policy.header.clone(),

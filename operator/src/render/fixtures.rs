@@ -50,7 +50,7 @@ pub fn named(name: &str, listener_port: u16, created: &str) -> GrpcBalancing {
     gb.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
         created.parse().expect("fixture timestamp"),
     ));
-    gb.spec.listener_port = listener_port;
+    gb.spec.listener_port = Some(listener_port);
     gb
 }
 
@@ -92,5 +92,50 @@ pub fn slice(
             protocol: Some("TCP".into()),
             ..EndpointPort::default()
         }]),
+    }
+}
+
+/// [`GREETER`] reached through the Service `service` instead of a
+/// listener port, created at `created`.
+pub fn fronting(name: &str, service: &str, created: &str) -> GrpcBalancing {
+    let mut gb = named(name, 1, created);
+    gb.spec.listener_port = None;
+    gb.spec.service = Some(service.into());
+    gb
+}
+
+/// A ClusterIP Service of namespace `demo` with `ports` as
+/// `(name, port, targetPort)`.
+pub fn cluster_service(
+    name: &str,
+    cluster_ip: &str,
+    ports: &[(&str, i32, i32)],
+) -> k8s_openapi::api::core::v1::Service {
+    use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    Service {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("demo".into()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(ServiceSpec {
+            cluster_ip: Some(cluster_ip.into()),
+            type_: Some("ClusterIP".into()),
+            ports: Some(
+                ports
+                    .iter()
+                    .map(|(port_name, port, target)| ServicePort {
+                        name: Some((*port_name).into()),
+                        port: *port,
+                        target_port: Some(IntOrString::Int(*target)),
+                        protocol: Some("TCP".into()),
+                        ..ServicePort::default()
+                    })
+                    .collect(),
+            ),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
     }
 }

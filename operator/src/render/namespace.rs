@@ -4,12 +4,15 @@
 //! come from here, so they always agree.
 
 use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
 
 use grpc_balancer_crds::config::{Balancing, DEFAULT_ADMIN_PORT, ProxyConfig};
 use grpc_balancer_crds::v1alpha1::{ConditionReason, GrpcBalancing, SubsetStatus};
+use k8s_openapi::api::core::v1::Service;
 
-use super::balancing::{balancing, numeric_port, subset_targets};
+use super::balancing::{balancing, balancing_with_front, numeric_port, subset_targets};
 use super::endpoints::EndpointIndex;
+use super::front::{assign_addresses, front};
 
 /// The balancings of one namespace and their endpoints.
 pub struct NamespaceView<'a> {
@@ -23,6 +26,13 @@ pub struct NamespaceView<'a> {
     service_owners: HashMap<String, &'a str>,
     /// The injected proxies' admin port, which no listener may take.
     proxy_admin_port: u16,
+    /// `spec.service` → name of the balancing that keeps it
+    service_claims: HashMap<&'a str, &'a str>,
+    /// Loopback address of each balancing that keeps its `spec.service`
+    /// (one left out found the pool exhausted).
+    addresses: HashMap<&'a str, Ipv4Addr>,
+    /// The namespace's Services, by name (those `spec.service` names).
+    services: HashMap<&'a str, &'a Service>,
 }
 
 /// Whether a balancing made it into the proxy config, and why not.
@@ -46,6 +56,8 @@ pub struct Evaluation {
     pub outcome: Outcome,
     pub subsets: Vec<SubsetStatus>,
     pub ready_endpoints: i32,
+    /// With `spec.service`: the balancing's loopback address, once it has one.
+    pub address: Option<Ipv4Addr>,
 }
 
 impl<'a> NamespaceView<'a> {
@@ -71,9 +83,21 @@ impl<'a> NamespaceView<'a> {
         });
         let mut listener_owners = HashMap::new();
         let mut service_owners = HashMap::new();
+        let mut service_claims = HashMap::new();
+        let mut address_claims = Vec::new();
         for gb in by_age {
             let name = gb.metadata.name.as_deref().unwrap_or_default();
-            listener_owners.entry(gb.spec.listener_port).or_insert(name);
+            if let Some(port) = gb.spec.listener_port {
+                listener_owners.entry(port).or_insert(name);
+            }
+            // The older balancing keeps a Service named twice; only the
+            // ones that keep theirs take an address from the pool.
+            if let Some(service) = gb.spec.service.as_deref()
+                && *service_claims.entry(service).or_insert(name) == name
+            {
+                let recorded = gb.status.as_ref().and_then(|s| s.address.as_deref());
+                address_claims.push((name, recorded));
+            }
             // Service names are not injective (`a-b` and `a` + subset `b`
             // give the same one): the same rule as for ports keeps one
             // Service from being applied by two balancings in turn.
@@ -88,7 +112,26 @@ impl<'a> NamespaceView<'a> {
             listener_owners,
             service_owners,
             proxy_admin_port: DEFAULT_ADMIN_PORT,
+            service_claims,
+            addresses: assign_addresses(&address_claims),
+            services: HashMap::new(),
         }
+    }
+
+    /// The view with the namespace's Services, which `spec.service` names
+    /// (without them, every such balancing finds its Service missing).
+    pub fn with_services(mut self, services: impl IntoIterator<Item = &'a Service>) -> Self {
+        self.services = services
+            .into_iter()
+            .filter_map(|s| Some((s.metadata.name.as_deref()?, s)))
+            .collect();
+        self
+    }
+
+    /// The loopback address of balancing `name`, if it names a Service and
+    /// has one.
+    pub fn address_of(&self, name: &str) -> Option<Ipv4Addr> {
+        self.addresses.get(name).copied()
     }
 
     /// The view for proxies whose admin port is `port` (a chart setting).
@@ -145,46 +188,64 @@ impl<'a> NamespaceView<'a> {
                 ready_endpoints: endpoints.ready,
             });
         }
-        let outcome = if gb.spec.listener_port == self.proxy_admin_port {
-            Outcome::NotRendered {
-                reason: ConditionReason::InvalidSpec,
-                message: format!(
-                    "listenerPort {} is the injected proxy's admin port: the proxy could not start; choose another port",
-                    gb.spec.listener_port
+        let address = self.address_of(name);
+        let not_rendered = |reason, message| Outcome::NotRendered { reason, message };
+        let outcome = if let Some(port) = gb
+            .spec
+            .listener_port
+            .filter(|p| *p == self.proxy_admin_port)
+        {
+            not_rendered(
+                ConditionReason::InvalidSpec,
+                format!(
+                    "listenerPort {port} is the injected proxy's admin port: the proxy could not start; choose another port"
                 ),
-            }
+            )
         } else if let Some((service, owner)) = self.service_taken_from(gb) {
-            Outcome::NotRendered {
-                reason: ConditionReason::ServiceNameConflict,
-                message: format!(
+            not_rendered(
+                ConditionReason::ServiceNameConflict,
+                format!(
                     "headless Service {service} is already that of the older GrpcBalancing {owner:?}; rename one of them"
                 ),
+            )
+        } else if let Some(service) = gb.spec.service.as_deref() {
+            match (self.service_claims.get(service), address) {
+                (Some(owner), _) if *owner != name => not_rendered(
+                    ConditionReason::ServiceConflict,
+                    format!(
+                        "Service {service:?} is already balanced by the older GrpcBalancing {owner:?}: one Service, one balancing"
+                    ),
+                ),
+                (_, None) => not_rendered(
+                    ConditionReason::AddressPoolExhausted,
+                    format!(
+                        "every loopback address of {}-{} is taken by an older GrpcBalancing of the namespace that names a Service",
+                        super::front::POOL_FIRST,
+                        super::front::POOL_LAST
+                    ),
+                ),
+                (_, Some(address)) => {
+                    let found = self.services.get(service).copied();
+                    match front(gb, service, found, address, self.cluster_domain).and_then(
+                        |front| balancing_with_front(gb, &ports, self.cluster_domain, Some(front)),
+                    ) {
+                        Ok(balancing) => rendered(balancing, &targets),
+                        Err(e) => not_rendered(e.reason(), e.to_string()),
+                    }
+                }
             }
         } else {
-            match self.listener_owner(gb.spec.listener_port) {
-                Some(owner) if owner != name => Outcome::NotRendered {
-                    reason: ConditionReason::ListenerPortConflict,
-                    message: format!(
+            match gb.spec.listener_port.and_then(|p| self.listener_owner(p)) {
+                Some(owner) if owner != name => not_rendered(
+                    ConditionReason::ListenerPortConflict,
+                    format!(
                         "listener port {} is used by the older GrpcBalancing {owner:?}",
-                        gb.spec.listener_port
+                        gb.spec.listener_port.unwrap_or_default()
                     ),
-                },
+                ),
                 _ => match balancing(gb, &ports, self.cluster_domain) {
-                    Ok(balancing) => {
-                        let balancing = Box::new(balancing);
-                        let rendered: Vec<&str> =
-                            balancing.subsets.iter().map(|s| s.name.as_str()).collect();
-                        let missing = targets
-                            .iter()
-                            .filter(|t| !rendered.contains(&t.name.as_str()))
-                            .map(|t| t.name.clone())
-                            .collect();
-                        Outcome::Rendered { balancing, missing }
-                    }
-                    Err(e) => Outcome::NotRendered {
-                        reason: e.reason(),
-                        message: e.to_string(),
-                    },
+                    Ok(balancing) => rendered(balancing, &targets),
+                    Err(e) => not_rendered(e.reason(), e.to_string()),
                 },
             }
         };
@@ -192,6 +253,7 @@ impl<'a> NamespaceView<'a> {
             outcome,
             subsets,
             ready_endpoints,
+            address,
         }
     }
 
@@ -212,5 +274,19 @@ impl<'a> NamespaceView<'a> {
     /// it does).
     pub fn is_empty(&self) -> bool {
         self.balancings.is_empty()
+    }
+}
+
+/// A rendered balancing, with the subsets left out for an unresolved port.
+fn rendered(balancing: Balancing, targets: &[super::balancing::SubsetTarget]) -> Outcome {
+    let names: Vec<&str> = balancing.subsets.iter().map(|s| s.name.as_str()).collect();
+    let missing = targets
+        .iter()
+        .filter(|t| !names.contains(&t.name.as_str()))
+        .map(|t| t.name.clone())
+        .collect();
+    Outcome::Rendered {
+        balancing: Box::new(balancing),
+        missing,
     }
 }

@@ -98,6 +98,7 @@ pub fn desired_status(
             .collect::<Vec<_>>()
             .join(","),
         ready_endpoints: eval.ready_endpoints,
+        address: eval.address.map(|a| a.to_string()),
         pods_without_proxy,
         pods_without_balancing: Vec::new(),
     }

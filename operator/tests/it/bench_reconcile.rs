@@ -138,7 +138,7 @@ async fn create_balancings(gbs: &Api<GrpcBalancing>) {
                     &format!("b{i:04}"),
                     "selector: { app: bench }\nport: 50051\nlistenerPort: 1\n",
                 );
-                gb.spec.listener_port = 20000 + i as u16;
+                gb.spec.listener_port = Some(20000 + i as u16);
                 gbs.create(&PostParams::default(), &gb).await.map(|_| ())
             }
         })

@@ -57,6 +57,8 @@ async fn the_apiserver_rejects_invalid_specs_with_clear_messages() {
         .as_object_mut()
         .expect("object")
         .remove("listenerPort");
+    let mut bad_service = without_listener.clone();
+    bad_service["service"] = json!("Greeter.v1");
     let cases: Vec<(&str, &str, Value, &[&str])> = vec![
         (
             "listener-range",
@@ -73,8 +75,28 @@ async fn the_apiserver_rejects_invalid_specs_with_clear_messages() {
         (
             "listener-missing",
             "g",
-            without_listener,
-            &["spec.listenerPort", "Required value"],
+            without_listener.clone(),
+            &[
+                "spec: Invalid value",
+                "set exactly one of listenerPort",
+                "and service",
+            ],
+        ),
+        (
+            "listener-and-service",
+            "g",
+            with("service", json!("greeter")),
+            &[
+                "spec: Invalid value",
+                "set exactly one of listenerPort",
+                "and service",
+            ],
+        ),
+        (
+            "service-not-a-name",
+            "g",
+            bad_service,
+            &["spec.service", "should match"],
         ),
         (
             "port-zero",

@@ -14,6 +14,7 @@ mod env_gaps;
 mod metrics_doc;
 mod rbac;
 mod reconcile;
+mod service_front;
 mod shutdown;
 mod undecodable;
 mod webhook_process;

@@ -211,6 +211,8 @@ async fn a_two_subset_balancing_through_its_life() {
                 "POLICY",
                 "SUBSETS",
                 "LISTENER",
+                "SERVICE",
+                "ADDRESS",
                 "ENDPOINTS",
                 "READY",
                 "AGE"
@@ -219,6 +221,8 @@ async fn a_two_subset_balancing_through_its_life() {
                 "greeter",
                 "round_robin",
                 "v1=75,v2=25",
+                // SERVICE and ADDRESS are empty for a balancing with a
+                // listener port: kubectl prints nothing there.
                 "15001",
                 "4",
                 "True",
@@ -303,7 +307,7 @@ async fn a_restarted_operator_converges_without_writing() {
         .await
         .expect("created");
     let mut echo = greeter("echo");
-    echo.spec.listener_port = 15002;
+    echo.spec.listener_port = Some(15002);
     echo.spec.subsets.clear();
     gbs.create(&PostParams::default(), &echo)
         .await

@@ -28,7 +28,7 @@ async fn create_balancings(api: &Api<GrpcBalancing>) {
                     &format!("s{i:03}"),
                     "selector: { app: shutdown }\nport: 50051\nlistenerPort: 1\n",
                 );
-                gb.spec.listener_port = 20000 + i as u16;
+                gb.spec.listener_port = Some(20000 + i as u16);
                 api.create(&PostParams::default(), &gb).await.map(|_| ())
             }
         })

@@ -3,6 +3,7 @@
 
 pub(crate) mod body;
 pub mod client;
+pub(crate) mod relay;
 pub(crate) mod replay;
 pub(crate) mod server;
 

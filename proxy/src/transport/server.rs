@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::body::BoxError;
+use super::relay::{self, Opening};
 use super::{CONNECTION_WINDOW, STREAM_WINDOW};
 
 /// Streams one downstream connection may have open at once.
@@ -29,11 +30,15 @@ const MAX_CONCURRENT_STREAMS: u32 = 1024;
 /// connections queued on it; dropping it closes the port), then sends GOAWAY
 /// on every open connection and returns once their calls are done.
 /// `name` (the balancing's) is for logs; `accepted` counts connections.
+/// With `passthrough`, a connection that does not open with the HTTP/2
+/// preface is relayed there as plain TCP instead (see [`super::relay`]),
+/// counted in its `Counter`.
 pub async fn serve<H, F, B>(
     listener: TcpListener,
     name: String,
     accepted: Counter,
     handler: H,
+    passthrough: Option<(SocketAddr, Counter)>,
     stop: CancellationToken,
     handback: tokio::sync::oneshot::Sender<TcpListener>,
 ) where
@@ -64,14 +69,40 @@ pub async fn serve<H, F, B>(
             let call = handler(req);
             async move { Ok::<_, Infallible>(call.await) }
         });
-        let conn = builder.serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
         let name = name.clone();
+        let Some((to, unbalanced)) = passthrough.clone() else {
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    // Garbage bytes, a client that vanished, a protocol error: only
+                    // this connection is affected.
+                    tracing::debug!(balancing = %name, %peer, error = %e, "downstream connection ended with an error");
+                }
+            });
+            continue;
+        };
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                // Garbage bytes, a client that vanished, a protocol error: only
-                // this connection is affected.
-                tracing::debug!(balancing = %name, %peer, error = %e, "downstream connection ended with an error");
+            match relay::sniff(&stream).await {
+                Ok(Opening::H2c) => {
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::debug!(balancing = %name, %peer, error = %e, "downstream connection ended with an error");
+                    }
+                }
+                Ok(Opening::Other) => {
+                    unbalanced.inc();
+                    tracing::debug!(balancing = %name, %peer, %to, "not h2c (TLS?): relayed unbalanced");
+                    if let Err(e) = relay::relay(stream, to).await {
+                        tracing::debug!(balancing = %name, %peer, %to, error = %e, "relayed connection ended with an error");
+                    }
+                }
+                Ok(Opening::Closed) => {}
+                Err(e) => {
+                    tracing::debug!(balancing = %name, %peer, error = %e, "connection closed before it could be told apart");
+                }
             }
         });
     }

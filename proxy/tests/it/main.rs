@@ -24,5 +24,6 @@ mod push;
 mod queue;
 mod resilience;
 mod retries;
+mod service_names;
 mod sigterm;
 mod subsets;

@@ -159,7 +159,8 @@ fn labels(body: &str) -> Vec<(String, String)> {
 }
 
 /// A proxy whose every metric family has a series: a call, an ejection,
-/// health checks, a listener that cannot bind, a reload.
+/// health checks, a listener that cannot bind, a reload, a TLS-like
+/// connection to a Service front.
 async fn scrape_busy_proxy() -> String {
     let bs = backends(2).await;
     let blocker = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -176,11 +177,22 @@ async fn scrape_busy_proxy() -> String {
     blocked.name = "blocked".into();
     blocked.listen = blocker.local_addr().expect("addr").to_string();
     blocked.health_check = None;
+    // A balancing standing in for a Service: a connection that is not h2c
+    // is relayed (to a port nobody answers: the count is what matters).
+    let mut front = greeter_balancing(&bs, PolicyKind::RoundRobin);
+    front.name = "front".into();
+    front.health_check = None;
+    front.service = Some(grpc_balancer_crds::config::ServiceFront {
+        hostnames: vec!["greeter".into()],
+        passthrough: free_addr().to_string(),
+        forwards: Vec::new(),
+    });
+    let front_addr: std::net::SocketAddr = front.listen.parse().expect("addr");
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("config.yaml");
     std::fs::write(
         &path,
-        to_yaml(&config(vec![greeter, blocked])).expect("yaml"),
+        to_yaml(&config(vec![greeter, blocked, front])).expect("yaml"),
     )
     .expect("write");
     let proxy = start(test_settings(ConfigSource::File(path))).await;
@@ -191,6 +203,28 @@ async fn scrape_busy_proxy() -> String {
         let _ = say_hello(&mut client).await;
     }
     let admin = proxy.admin();
+    eventually(
+        Duration::from_secs(5),
+        "the front listening",
+        || async move { tokio::net::TcpStream::connect(front_addr).await.is_ok() },
+    )
+    .await;
+    {
+        use tokio::io::AsyncWriteExt as _;
+        let mut tls = tokio::net::TcpStream::connect(front_addr)
+            .await
+            .expect("connect");
+        tls.write_all(&[0x16, 0x03, 0x01, 0x00, 0x05])
+            .await
+            .expect("a ClientHello's first bytes");
+        eventually(Duration::from_secs(5), "the relay counted", || async move {
+            admin_get(admin, "/metrics")
+                .await
+                .1
+                .contains("unbalanced_connections_total{balancing=\"front\"} 1")
+        })
+        .await;
+    }
     eventually(Duration::from_secs(5), "health checks ran", || async move {
         admin_get(admin, "/metrics")
             .await

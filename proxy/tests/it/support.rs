@@ -81,6 +81,7 @@ pub fn balancing(name: &str, policy: PolicyKind, subsets: Vec<Subset>) -> Balanc
         outlier_detection: OutlierDetection::default(),
         health_check: None,
         queue: Queue::default(),
+        service: None,
     }
 }
 

@@ -29,6 +29,7 @@ fn app_with(metrics: Arc<WebhookMetrics>) -> axum::Router {
             name: "greeter".into(),
             env_name: "GRPC_BALANCER_GREETER_ADDR".into(),
             address: "127.0.0.1:15001".into(),
+            aliases: None,
         }],
     );
     router(

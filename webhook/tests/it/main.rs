@@ -7,6 +7,7 @@ mod admin_args;
 mod cert_files;
 mod control_plane;
 mod discovery_injection;
+mod host_aliases;
 mod http_handler;
 mod mutate_fixtures;
 mod proxy_image;

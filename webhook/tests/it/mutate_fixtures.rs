@@ -33,11 +33,13 @@ fn balancings() -> Vec<LocalBalancing> {
             name: "greeter".into(),
             env_name: "GRPC_BALANCER_GREETER_ADDR".into(),
             address: "127.0.0.1:15001".into(),
+            aliases: None,
         },
         LocalBalancing {
             name: "orders-v2".into(),
             env_name: "GRPC_BALANCER_ORDERS_V2_ADDR".into(),
             address: "127.0.0.1:15002".into(),
+            aliases: None,
         },
     ]
 }

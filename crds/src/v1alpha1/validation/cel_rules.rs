@@ -167,6 +167,18 @@ fn the_listener_keeps_off_the_admin_port() {
 }
 
 #[test]
+fn a_balancing_is_reached_by_a_listener_port_or_a_service() {
+    let spec = ["spec"];
+    assert!(accepts(&spec, json!({ "listenerPort": 15001 })));
+    assert!(accepts(&spec, json!({ "service": "greeter" })));
+    assert!(!accepts(
+        &spec,
+        json!({ "listenerPort": 15001, "service": "greeter" })
+    ));
+    assert!(!accepts(&spec, json!({ "port": 50051 })));
+}
+
+#[test]
 fn the_name_is_a_short_dns_label() {
     let named = |name: &str| json!({ "metadata": { "name": name } });
     assert!(accepts(&[], named("greeter")));
@@ -190,6 +202,7 @@ fn every_rule_of_the_crd_is_tested_here() {
         vec!["spec", "outlierDetection"],
         vec!["spec", "policy"],
         vec!["spec", "listenerPort"],
+        vec!["spec"],
     ];
     let tested_rules: usize = tested.iter().map(|p| rules_at(p).len()).sum();
     let crd = serde_json::to_string(&crd()).expect("the CRD serializes");
