@@ -70,11 +70,21 @@ class Watch:
 
     def __init__(self, *selector):
         self.lock = threading.Lock()
-        self.proc = subprocess.Popen(
-            ["kubectl", "-n", NS, "get", *selector, "--watch", "--output-watch-events",
-             "-o", "json"],
-            stdout=subprocess.PIPE, text=True)
-        threading.Thread(target=self._read, daemon=True).start()
+        self.selector = selector
+        self.stopped = False
+        self.proc = None
+        threading.Thread(target=self._follow, daemon=True).start()
+
+    def _follow(self):
+        # A watch the apiserver or the network drops is started again; it
+        # lists what exists first, so nothing is missed, only seen later.
+        while not self.stopped:
+            self.proc = subprocess.Popen(
+                ["kubectl", "-n", NS, "get", *self.selector, "--watch",
+                 "--output-watch-events", "-o", "json"],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            self._read()
+            self.proc.wait()
 
     def _read(self):
         decoder = json.JSONDecoder()
@@ -97,7 +107,9 @@ class Watch:
         raise NotImplementedError
 
     def stop(self):
-        self.proc.kill()
+        self.stopped = True
+        if self.proc is not None:
+            self.proc.kill()
 
 
 class BalancingWatch(Watch):
@@ -172,10 +184,20 @@ class ClientLog:
         pod = kubectl("-n", NS, "get", "pods", "-l", f"app=client-{client}",
                       "-o", "jsonpath={.items[0].metadata.name}")
         self.pod = pod.strip()
-        self.proc = subprocess.Popen(
-            ["kubectl", "-n", NS, "logs", "-f", self.pod, "-c", "client"],
-            stdout=subprocess.PIPE, text=True)
-        threading.Thread(target=self._read, daemon=True).start()
+        self.seen_windows = set()
+        self.stopped = False
+        self.proc = None
+        threading.Thread(target=self._follow, daemon=True).start()
+
+    def _follow(self):
+        # A dropped log stream is followed again from the start; windows
+        # already counted are skipped by their end time.
+        while not self.stopped:
+            self.proc = subprocess.Popen(
+                ["kubectl", "-n", NS, "logs", "-f", self.pod, "-c", "client"],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            self._read()
+            self.proc.wait()
 
     def _read(self):
         for line in self.proc.stdout:
@@ -184,6 +206,9 @@ class ClientLog:
             except json.JSONDecodeError:
                 continue
             with self.lock:
+                if w["at_ms"] in self.seen_windows:
+                    continue
+                self.seen_windows.add(w["at_ms"])
                 for backend, b in w.get("by_backend", {}).items():
                     self.first[backend] = min(self.first.get(backend, b["first_sent_ms"]),
                                               b["first_sent_ms"])
@@ -222,7 +247,9 @@ class ClientLog:
         return ok, failed, messages
 
     def stop(self):
-        self.proc.kill()
+        self.stopped = True
+        if self.proc is not None:
+            self.proc.kill()
 
 
 def greeter_pod(name, version, tag):
