@@ -458,8 +458,8 @@ impl AppState {
                 Some((_, current)) => {
                     let fresh = Balancing::start(b, &self.discover, &self.metrics, self.connect);
                     fresh.warm_up(self.warm_up).await;
-                    let old = current.swap(fresh);
-                    old.stop();
+                    let old = current.swap(fresh.clone());
+                    old.replace_with(fresh);
                     if let Some(r) = self.lock().running.get_mut(&b.name) {
                         r.config = b.clone();
                     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use futures::StreamExt;
 use grpc_balancer_crds::config;
 use http::{HeaderMap, HeaderName};
@@ -77,6 +77,10 @@ pub struct Balancing {
     pending: AtomicU32,
     ready: Arc<Notify>,
     cancel: CancellationToken,
+    /// The balancing that replaced this one (a config change): calls that
+    /// still hold this one pick from it, so one that was about to redispatch
+    /// or wait when the swap came does not wait on endpoints that are gone.
+    successor: ArcSwapOption<Balancing>,
 }
 
 /// Result of one pick attempt.
@@ -170,6 +174,7 @@ impl Balancing {
             pending: AtomicU32::new(0),
             ready,
             cancel,
+            successor: ArcSwapOption::empty(),
         })
     }
 
@@ -183,6 +188,13 @@ impl Balancing {
         self.cancel.cancel();
     }
 
+    /// Stops this balancing in favour of `next`, which takes its calls.
+    pub fn replace_with(&self, next: Arc<Balancing>) {
+        self.successor.store(Some(next));
+        self.ready.notify_waiters();
+        self.stop();
+    }
+
     /// The ring-hash key of a call, if the policy uses one.
     pub fn hash_key(&self, headers: &HeaderMap) -> Option<u64> {
         let h = self.hash_header.as_ref()?;
@@ -192,6 +204,9 @@ impl Balancing {
     /// Picks a subset by weight among those with a usable endpoint, then an
     /// endpoint in it with the policy.
     pub fn pick(&self, hash: Option<u64>, avoid: Option<&Arc<Endpoint>>) -> Pick {
+        if let Some(next) = &*self.successor.load() {
+            return next.pick(hash, avoid);
+        }
         if let [only] = self.subsets.as_slice() {
             let set = only.set.load();
             return match self.policy.pick(&set, hash, avoid) {

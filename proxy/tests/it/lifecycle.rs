@@ -339,3 +339,80 @@ fn check_reports_every_error_with_its_path() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// Weight changes one after another under concurrent calls (what a
+/// `GrpcBalancing` edit does): each builds a new balancing and retires the
+/// old one, and a call the old one held at that moment must still be served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_weight_changes_under_concurrent_calls_fail_nothing() {
+    let bs = backends(3).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.yaml");
+    let base = balancing(
+        "greeter",
+        PolicyKind::RoundRobin,
+        vec![
+            static_subset("v1", 75, &[bs[0].addr(), bs[1].addr()]),
+            static_subset("v2", 25, &[bs[2].addr()]),
+        ],
+    );
+    let with_weights = |v1: u32, v2: u32| {
+        let mut b = base.clone();
+        b.subsets[0].weight = v1;
+        b.subsets[1].weight = v2;
+        config(vec![b])
+    };
+    std::fs::write(&path, to_yaml(&with_weights(75, 25)).expect("yaml")).expect("write");
+    let proxy = start(test_settings(ConfigSource::File(path.clone()))).await;
+    wait_ready(&proxy, "greeter", 3).await;
+    let target = proxy.addr("greeter");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..8 {
+        let (stop, ok) = (stop.clone(), ok.clone());
+        workers.push(tokio::spawn(async move {
+            let mut c = grpc_balancer_greeter::connect(&target.to_string())
+                .await
+                .expect("connect");
+            let mut failed = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match say_hello(&mut c).await {
+                    Ok(_) => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(s) => failed.push(s),
+                }
+            }
+            failed
+        }));
+    }
+    let admin = proxy.admin();
+    for round in 1..=30u32 {
+        let (v1, v2) = if round % 2 == 0 { (75, 25) } else { (50, 50) };
+        std::fs::write(&path, to_yaml(&with_weights(v1, v2)).expect("yaml")).expect("write");
+        let wanted = format!(
+            "grpc_balancer_config_reloads_total{{result=\"applied\"}} {}",
+            round + 1
+        );
+        eventually(Duration::from_secs(10), "the change applied", || {
+            let wanted = wanted.clone();
+            async move { admin_get(admin, "/metrics").await.1.contains(&wanted) }
+        })
+        .await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut failed = Vec::new();
+    for w in workers {
+        failed.extend(w.await.expect("worker"));
+    }
+    assert!(ok.load(Ordering::Relaxed) > 100, "the calls ran");
+    assert!(
+        failed.is_empty(),
+        "{} failed: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    proxy.stop().await;
+}
