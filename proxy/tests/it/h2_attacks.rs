@@ -484,11 +484,12 @@ async fn h2_attacks_client_that_never_reads_is_bounded() {
 const NEVER_READ_STREAMS: u32 = 1000;
 
 /// A balancing over one hostile backend and one greeter: `calls` calls with
-/// a 1 s deadline each end in time, with OK or one of `allowed`, and at
-/// least one is answered by the greeter.
+/// a 1 s deadline each, `pace` apart, end in time, with OK or one of
+/// `allowed`, and at least one is answered by the greeter.
 async fn against_hostile(
     hostility: Hostility,
     calls: usize,
+    pace: Duration,
     allowed: &[tonic::Code],
 ) -> hostile_backend::HostileBackend {
     let hostile = hostile_backend::spawn(hostility).await;
@@ -503,6 +504,7 @@ async fn against_hostile(
     let mut client = proxy.client("greeter").await;
     let mut ok = 0;
     for i in 0..calls {
+        tokio::time::sleep(pace).await;
         let mut req = tonic::Request::new(hello("hostile"));
         req.set_timeout(Duration::from_secs(1));
         let started = tokio::time::Instant::now();
@@ -552,6 +554,7 @@ async fn h2_attacks_backend_speaking_garbage_fails_only_its_calls() {
     against_hostile(
         Hostility::Garbage,
         20,
+        Duration::ZERO,
         &[
             tonic::Code::Unavailable,
             tonic::Code::Internal,
@@ -566,6 +569,7 @@ async fn h2_attacks_backend_with_endless_headers_is_cut_off() {
     let hostile = against_hostile(
         Hostility::EndlessHeaders,
         20,
+        Duration::ZERO,
         &[
             tonic::Code::Unavailable,
             tonic::Code::Internal,
@@ -583,5 +587,32 @@ async fn h2_attacks_backend_with_endless_headers_is_cut_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_attacks_backend_response_that_never_ends_meets_the_deadline() {
-    against_hostile(Hostility::NeverEnds, 6, &[tonic::Code::DeadlineExceeded]).await;
+    against_hostile(
+        Hostility::NeverEnds,
+        6,
+        Duration::ZERO,
+        &[tonic::Code::DeadlineExceeded],
+    )
+    .await;
+}
+
+/// An endpoint that answers every call with GOAWAY (nothing processed) and
+/// closes: the calls (40 over about 1.2 s) go to the other endpoint, and
+/// the proxy redials it with back-off (20 ms doubling to 200 ms in these
+/// tests) instead of once per call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_attacks_backend_sending_goaway_on_every_stream_is_redialled_with_backoff() {
+    let hostile = against_hostile(
+        Hostility::GoawayEveryStream,
+        40,
+        Duration::from_millis(30),
+        &[],
+    )
+    .await;
+    let connections = hostile.connections.load(Ordering::Relaxed);
+    eprintln!("GOAWAY on every stream: {connections} connections for 40 calls");
+    assert!(
+        connections <= 15,
+        "the proxy redialled {connections} times for 40 calls"
+    );
 }

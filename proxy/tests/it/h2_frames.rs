@@ -23,6 +23,7 @@ pub const END_HEADERS: u8 = 0x4;
 
 pub const SETTINGS_INITIAL_WINDOW_SIZE: u16 = 0x4;
 
+pub const NO_ERROR: u32 = 0x0;
 pub const PROTOCOL_ERROR: u32 = 0x1;
 pub const FLOW_CONTROL_ERROR: u32 = 0x3;
 pub const CANCEL: u32 = 0x8;
@@ -65,6 +66,12 @@ pub fn window_update(stream: u32, increment: u32) -> Vec<u8> {
 
 pub fn rst_stream(stream: u32, code: u32) -> Vec<u8> {
     frame(RST_STREAM, 0, stream, &code.to_be_bytes())
+}
+
+pub fn goaway(last_stream: u32, code: u32) -> Vec<u8> {
+    let mut payload = last_stream.to_be_bytes().to_vec();
+    payload.extend_from_slice(&code.to_be_bytes());
+    frame(GOAWAY, 0, 0, &payload)
 }
 
 /// An HPACK integer with an `n`-bit prefix, the other bits of the first

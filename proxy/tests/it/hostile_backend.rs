@@ -22,6 +22,8 @@ pub enum Hostility {
     EndlessHeaders,
     /// Response headers, then a small message every 50 ms, never an end.
     NeverEnds,
+    /// GOAWAY (nothing processed) on every request, then close.
+    GoawayEveryStream,
 }
 
 pub struct HostileBackend {
@@ -133,6 +135,11 @@ async fn answer(
             while send(frame(DATA, 0, stream, &[0, 0, 0, 0, 0])).await {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+        }
+        Hostility::GoawayEveryStream => {
+            let last = stream.saturating_sub(2);
+            send(goaway(last, NO_ERROR)).await;
+            let _ = w.lock().await.shutdown().await;
         }
     }
 }
