@@ -1,17 +1,24 @@
 //! Keeps one endpoint connected: connect, publish the request handle, watch
 //! the connection, reconnect with exponential back-off and jitter. A GOAWAY
 //! from the endpoint ends the connection's dispatch at once, so new calls go
-//! elsewhere while calls in flight finish on it.
+//! elsewhere while calls in flight finish on it. A connection that ends
+//! within [`STABLE_AFTER`] counts as a failed attempt, so an endpoint that
+//! answers every connection with GOAWAY (or closes it at once) is redialled
+//! with back-off, not once per call.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{ConnState, Endpoint};
 use crate::grpc_status;
 use crate::transport::client::{ConnectSettings, connect};
 use crate::util::random_unit;
+
+/// How long a connection must last for the back-off to start over.
+const STABLE_AFTER: Duration = Duration::from_secs(1);
 
 /// Runs until `cancel` fires, keeping `endpoint` connected.
 pub async fn maintain(
@@ -28,8 +35,8 @@ pub async fn maintain(
         };
         match connected {
             Ok((sender, connection)) => {
-                failures = 0;
                 tracing::debug!(endpoint = %endpoint.addr, "connected");
+                let since = Instant::now();
                 endpoint.connected(sender);
                 tokio::select! {
                     r = connection => {
@@ -41,6 +48,17 @@ pub async fn maintain(
                         }
                         endpoint.subset.refresh_now.notify_one();
                     }
+                    () = cancel.cancelled() => break,
+                }
+                if since.elapsed() >= STABLE_AFTER {
+                    failures = 0;
+                    continue;
+                }
+                failures = failures.saturating_add(1);
+                let delay = backoff(settings, failures);
+                tracing::warn!(endpoint = %endpoint.addr, lasted = ?since.elapsed(), retry_in = ?delay, "connection to endpoint ended at once");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
                     () = cancel.cancelled() => break,
                 }
             }

@@ -5,6 +5,8 @@
 //! process shows (signals, exit codes, the command line).
 
 mod dns;
+mod h2_frames;
+mod hostile_backend;
 mod support;
 
 mod admin_access;
@@ -12,6 +14,7 @@ mod cancellation;
 mod classic;
 mod data_path;
 mod discovery;
+mod h2_attacks;
 mod hooks;
 mod interop;
 mod ipv6;
