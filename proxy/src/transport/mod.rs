@@ -1,6 +1,7 @@
 //! HTTP/2 on both sides: the h2c listener the application talks to, and one
 //! multiplexed connection per endpoint.
 
+mod accept;
 pub(crate) mod body;
 pub mod client;
 pub(crate) mod relay;

@@ -76,18 +76,7 @@ pub async fn relay(mut client: TcpStream, to: SocketAddr) -> io::Result<(u64, u6
 /// Accepts on `listener` and relays every connection to `to` until `stop`;
 /// connections relayed so far live on until their peers close them.
 pub async fn forward(listener: TcpListener, to: SocketAddr, name: String, stop: CancellationToken) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::warn!(balancing = %name, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = stop.cancelled() => break,
-        };
+    while let Some((stream, peer)) = super::accept::next(&listener, &name, &stop).await {
         let name = name.clone();
         tokio::spawn(async move {
             if let Err(e) = relay(stream, to).await {

@@ -486,16 +486,7 @@ async fn h2_attacks_zero_window_stall_buffers_nothing() {
         seen.frames.len()
     );
     assert_eq!(seen.count(DATA), 0, "DATA sent past a zero window");
-    let growth = peak.saturating_sub(before);
-    eprintln!(
-        "zero-window stall, 200 streams: RSS grew by {} MiB",
-        growth >> 20
-    );
-    assert!(
-        growth < RSS_GROWTH_MAX,
-        "memory grew by {} MiB",
-        growth >> 20
-    );
+    assert_rss_growth_bounded("zero-window stall, 200 streams", before, peak);
     drop(w);
     bystander.finish(&proxy).await;
     proxy.stop().await;
@@ -521,15 +512,10 @@ async fn h2_attacks_client_that_never_reads_is_bounded() {
     opening.extend(big_answers(NEVER_READ_STREAMS));
     w.write_all(&opening).await.expect("requests");
     let peak = peak_rss(Duration::from_secs(3)).await;
-    let growth = peak.saturating_sub(before);
-    eprintln!(
-        "client that never reads, {NEVER_READ_STREAMS} streams: RSS grew by {} MiB",
-        growth >> 20
-    );
-    assert!(
-        growth < RSS_GROWTH_MAX,
-        "memory grew by {} MiB",
-        growth >> 20
+    assert_rss_growth_bounded(
+        &format!("client that never reads, {NEVER_READ_STREAMS} streams"),
+        before,
+        peak,
     );
     drop(w);
     bystander.finish(&proxy).await;
@@ -537,6 +523,17 @@ async fn h2_attacks_client_that_never_reads_is_bounded() {
 }
 
 const NEVER_READ_STREAMS: u32 = 1000;
+
+/// Prints the growth (for the record) and fails past [`RSS_GROWTH_MAX`].
+fn assert_rss_growth_bounded(what: &str, before: u64, peak: u64) {
+    let growth = peak.saturating_sub(before);
+    eprintln!("{what}: RSS grew by {} MiB", growth >> 20);
+    assert!(
+        growth < RSS_GROWTH_MAX,
+        "{what}: memory grew by {} MiB",
+        growth >> 20
+    );
+}
 
 /// A balancing over one hostile backend and one greeter: `calls` calls with
 /// a 1 s deadline each, `pace` apart, end in time, with OK or one of
