@@ -18,10 +18,12 @@ use grpc_balancer_discovery_api::v1::discovery_server::{
     Discovery as DiscoveryApi, DiscoveryServer,
 };
 use grpc_balancer_discovery_api::v1::{Endpoint, EndpointSet, WatchRequest, WatchResponse};
+use grpc_balancer_greeter::pb::greeter_client::GreeterClient;
 use grpc_balancer_proxy::ConfigSource;
 use grpc_balancer_proxy::discovery::push::{CaSource, PushSettings};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::dns::{dns_answers, dns_server};
@@ -181,6 +183,20 @@ fn terminating(ip: [u8; 4], port: u16) -> Endpoint {
     }
 }
 
+/// Waits until 10 calls in a row all land on `pod`.
+async fn calls_only_on(
+    client: &GreeterClient<Channel>,
+    pod: &'static str,
+    within: Duration,
+    what: &str,
+) {
+    eventually(within, what, || {
+        let mut client = client.clone();
+        async move { spread(&mut client, 10).await.keys().eq([pod]) }
+    })
+    .await;
+}
+
 async fn endpoints_json(proxy: &Proxy) -> serde_json::Value {
     let (status, body) = admin_get(proxy.admin(), "/endpoints").await;
     assert_eq!(status, 200, "{body}");
@@ -256,13 +272,11 @@ async fn the_stream_wins_over_dns_and_its_loss_fails_no_call() {
     )
     .await;
     let mut client = proxy.client("greeter").await;
-    eventually(
+    calls_only_on(
+        &client,
+        "pod-3",
         Duration::from_secs(10),
         "calls on the pushed endpoint only",
-        || {
-            let mut client = client.clone();
-            async move { spread(&mut client, 10).await.keys().eq(["pod-3"]) }
-        },
     )
     .await;
     let view = endpoints_json(&proxy).await;
@@ -328,10 +342,12 @@ async fn the_stream_wins_over_dns_and_its_loss_fails_no_call() {
         },
     )
     .await;
-    eventually(Duration::from_secs(10), "calls on the DNS endpoint", || {
-        let mut client = client.clone();
-        async move { spread(&mut client, 10).await.keys().eq(["pod-2"]) }
-    })
+    calls_only_on(
+        &client,
+        "pod-2",
+        Duration::from_secs(10),
+        "calls on the DNS endpoint",
+    )
     .await;
     // The file changes meanwhile: it applies now (the stream is down).
     let mut changed = file.clone();
@@ -352,13 +368,11 @@ async fn the_stream_wins_over_dns_and_its_loss_fails_no_call() {
     // converges on what it pushes.
     discovery.set(vec![ready([127, 0, 0, 5], port)]);
     let _server = serve(server_addr, certs.server.clone(), discovery.clone()).await;
-    eventually(
+    calls_only_on(
+        &client,
+        "pod-5",
         Duration::from_secs(40),
         "calls on the newly pushed endpoint",
-        || {
-            let mut client = client.clone();
-            async move { spread(&mut client, 10).await.keys().eq(["pod-5"]) }
-        },
     )
     .await;
     let view = endpoints_json(&proxy).await;
@@ -414,10 +428,12 @@ async fn a_refused_token_leaves_the_proxy_on_dns_and_says_why() {
     })
     .await;
     let mut client = proxy.client("greeter").await;
-    eventually(Duration::from_secs(10), "calls on the DNS endpoint", || {
-        let mut client = client.clone();
-        async move { spread(&mut client, 10).await.keys().eq(["pod-2"]) }
-    })
+    calls_only_on(
+        &client,
+        "pod-2",
+        Duration::from_secs(10),
+        "calls on the DNS endpoint",
+    )
     .await;
     let view = endpoints_json(&proxy).await;
     assert_eq!(view["push"]["connected"], false);
@@ -445,13 +461,11 @@ async fn an_ended_stream_is_replaced_without_a_detour_through_dns() {
     settings.push = Some(push_settings(dir.path(), server_addr, &certs.ca_pem, TOKEN));
     let proxy = start(settings).await;
     let mut client = proxy.client("greeter").await;
-    eventually(
+    calls_only_on(
+        &client,
+        "pod-3",
         Duration::from_secs(10),
         "calls on the pushed endpoint only",
-        || {
-            let mut client = client.clone();
-            async move { spread(&mut client, 10).await.keys().eq(["pod-3"]) }
-        },
     )
     .await;
     // Only a stream that lived a while is replaced at once (one that ends
