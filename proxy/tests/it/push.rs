@@ -234,17 +234,66 @@ fn push_settings(dir: &Path, addr: SocketAddr, ca_pem: &str, token: &str) -> Pus
     }
 }
 
+/// What every push test starts from: greeter pods on 127.0.0.2..5, a DNS
+/// server that answers pod-2 (and counts its queries), and a discovery
+/// server over TLS that pushes pod-3.
+struct World {
+    port: u16,
+    _pods: Vec<grpc_balancer_greeter::RunningBackend>,
+    dns: SocketAddr,
+    dns_queries: Arc<AtomicUsize>,
+    certs: Certs,
+    discovery: TestDiscovery,
+    server_addr: SocketAddr,
+    stop_server: CancellationToken,
+}
+
+impl World {
+    async fn new() -> World {
+        let (port, pods) = crate::support::loopback_pods(5).await;
+        let dns_queries = Arc::new(AtomicUsize::new(0));
+        let dns = dns_server(
+            dns_answers([Ipv4Addr::new(127, 0, 0, 2)]),
+            dns_queries.clone(),
+        )
+        .await;
+        let certs = certs();
+        let discovery = TestDiscovery::default();
+        discovery.set(vec![ready([127, 0, 0, 3], port)]);
+        let server_addr = free_addr();
+        let stop_server = serve(server_addr, certs.server.clone(), discovery.clone()).await;
+        World {
+            port,
+            _pods: pods,
+            dns,
+            dns_queries,
+            certs,
+            discovery,
+            server_addr,
+            stop_server,
+        }
+    }
+
+    /// A proxy of `source`, on this world's DNS and discovery server with
+    /// `token`; its token and CA files go to `dir`.
+    async fn proxy(&self, source: ConfigSource, dir: &Path, token: &str) -> Proxy {
+        let mut settings = test_settings(source);
+        settings.dns_server = Some(self.dns);
+        settings.push = Some(push_settings(
+            dir,
+            self.server_addr,
+            &self.certs.ca_pem,
+            token,
+        ));
+        start(settings).await
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stream_wins_over_dns_and_its_loss_fails_no_call() {
-    let (port, _pods) = crate::support::loopback_pods(5).await;
     // DNS says pod-2; the stream will say otherwise.
-    let answers = dns_answers([Ipv4Addr::new(127, 0, 0, 2)]);
-    let dns = dns_server(answers.clone(), Arc::new(AtomicUsize::new(0))).await;
-    let certs = certs();
-    let discovery = TestDiscovery::default();
-    discovery.set(vec![ready([127, 0, 0, 3], port)]);
-    let server_addr = free_addr();
-    let stop_server = serve(server_addr, certs.server.clone(), discovery.clone()).await;
+    let world = World::new().await;
+    let (port, discovery) = (world.port, world.discovery.clone());
 
     let dir = tempfile::tempdir().expect("temp dir");
     let config_path = dir.path().join("config.yaml");
@@ -260,10 +309,9 @@ async fn the_stream_wins_over_dns_and_its_loss_fails_no_call() {
     pushed.balancings.push(extra);
     discovery.ns.lock().expect("lock").config = config::to_yaml(&pushed).expect("yaml");
 
-    let mut settings = test_settings(ConfigSource::File(config_path));
-    settings.dns_server = Some(dns);
-    settings.push = Some(push_settings(dir.path(), server_addr, &certs.ca_pem, TOKEN));
-    let proxy = start(settings).await;
+    let proxy = world
+        .proxy(ConfigSource::File(config_path), dir.path(), TOKEN)
+        .await;
 
     eventually(
         Duration::from_secs(10),
@@ -329,7 +377,7 @@ async fn the_stream_wins_over_dns_and_its_loss_fails_no_call() {
 
     // The control plane goes away: the proxy keeps its endpoints and falls
     // back to DNS (pod-2) for changes.
-    stop_server.cancel();
+    world.stop_server.cancel();
     // Its streams end with it (as the operator's do on shutdown).
     discovery.ns.lock().expect("lock").watchers.clear();
     eventually(
@@ -367,7 +415,12 @@ async fn the_stream_wins_over_dns_and_its_loss_fails_no_call() {
     // It comes back (a new server, same address): the proxy reconnects and
     // converges on what it pushes.
     discovery.set(vec![ready([127, 0, 0, 5], port)]);
-    let _server = serve(server_addr, certs.server.clone(), discovery.clone()).await;
+    let _server = serve(
+        world.server_addr,
+        world.certs.server.clone(),
+        discovery.clone(),
+    )
+    .await;
     calls_only_on(
         &client,
         "pod-5",
@@ -402,24 +455,10 @@ async fn the_stream_wins_over_dns_and_its_loss_fails_no_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_token_leaves_the_proxy_on_dns_and_says_why() {
-    let (port, _pods) = crate::support::loopback_pods(5).await;
-    let answers = dns_answers([Ipv4Addr::new(127, 0, 0, 2)]);
-    let dns = dns_server(answers, Arc::new(AtomicUsize::new(0))).await;
-    let certs = certs();
-    let discovery = TestDiscovery::default();
-    discovery.set(vec![ready([127, 0, 0, 3], port)]);
-    let server_addr = free_addr();
-    let _server = serve(server_addr, certs.server.clone(), discovery).await;
+    let world = World::new().await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut settings = test_settings(ConfigSource::Fixed(file_config(port, free_addr())));
-    settings.dns_server = Some(dns);
-    settings.push = Some(push_settings(
-        dir.path(),
-        server_addr,
-        &certs.ca_pem,
-        "stolen",
-    ));
-    let proxy = start(settings).await;
+    let fixed = ConfigSource::Fixed(file_config(world.port, free_addr()));
+    let proxy = world.proxy(fixed, dir.path(), "stolen").await;
     eventually(Duration::from_secs(10), "the refusal reported", || async {
         let view = endpoints_json(&proxy).await;
         view["push"]["lastError"]
@@ -447,19 +486,10 @@ async fn a_refused_token_leaves_the_proxy_on_dns_and_says_why() {
 /// the pushed endpoints and DNS is not even asked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ended_stream_is_replaced_without_a_detour_through_dns() {
-    let (port, _pods) = crate::support::loopback_pods(5).await;
-    let queries = Arc::new(AtomicUsize::new(0));
-    let dns = dns_server(dns_answers([Ipv4Addr::new(127, 0, 0, 2)]), queries.clone()).await;
-    let certs = certs();
-    let discovery = TestDiscovery::default();
-    discovery.set(vec![ready([127, 0, 0, 3], port)]);
-    let server_addr = free_addr();
-    let _server = serve(server_addr, certs.server.clone(), discovery.clone()).await;
+    let world = World::new().await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut settings = test_settings(ConfigSource::Fixed(file_config(port, free_addr())));
-    settings.dns_server = Some(dns);
-    settings.push = Some(push_settings(dir.path(), server_addr, &certs.ca_pem, TOKEN));
-    let proxy = start(settings).await;
+    let fixed = ConfigSource::Fixed(file_config(world.port, free_addr()));
+    let proxy = world.proxy(fixed, dir.path(), TOKEN).await;
     let mut client = proxy.client("greeter").await;
     calls_only_on(
         &client,
@@ -471,10 +501,10 @@ async fn an_ended_stream_is_replaced_without_a_detour_through_dns() {
     // Only a stream that lived a while is replaced at once (one that ends
     // right away gets the back-off): let this one reach that age.
     tokio::time::sleep(Duration::from_millis(2_500)).await;
-    let asked_before = queries.load(Ordering::SeqCst);
+    let asked_before = world.dns_queries.load(Ordering::SeqCst);
 
     // The server ends every stream.
-    discovery.ns.lock().expect("lock").watchers.clear();
+    world.discovery.ns.lock().expect("lock").watchers.clear();
     eventually(Duration::from_secs(10), "the stream replaced", || async {
         let view = endpoints_json(&proxy).await;
         view["push"]["connected"] == true && view["push"]["reconnects"] == 1
@@ -488,7 +518,7 @@ async fn an_ended_stream_is_replaced_without_a_detour_through_dns() {
         "{view}"
     );
     assert_eq!(
-        queries.load(Ordering::SeqCst),
+        world.dns_queries.load(Ordering::SeqCst),
         asked_before,
         "DNS was asked while the stream was being replaced"
     );
