@@ -10,6 +10,7 @@ directory named by --stubs.
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -155,9 +156,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", required=True, help="host:port of the proxy or backend")
     parser.add_argument("--stubs", required=True, help="directory holding greeter_pb2*.py")
-    parser.add_argument("--suite", choices=("full", "unavailable"), default="full")
+    parser.add_argument("--suite", choices=("full", "unary", "unavailable"), default="full",
+                        help="full: every check; unary: the unary spread only; "
+                             "unavailable: one call that must fail UNAVAILABLE")
     parser.add_argument("--calls", type=int, default=30)
     parser.add_argument("--timeout", type=float, default=20.0, help="seconds for the whole run")
+    parser.add_argument("--tls-ca", help="PEM file of the CA to trust: dial with TLS (default: plaintext)")
     args = parser.parse_args()
     if args.calls < 1:
         parser.error("--calls must be at least 1")
@@ -172,12 +176,19 @@ def main():
     def deadline():
         return max(0.1, run_deadline - time.monotonic())
 
-    channel = grpc.insecure_channel(args.target, options=[
+    options = [
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ])
+    ]
+    if args.tls_ca:
+        with open(args.tls_ca, "rb") as ca:
+            credentials = grpc.ssl_channel_credentials(root_certificates=ca.read())
+        channel = grpc.secure_channel(args.target, credentials, options=options)
+    else:
+        channel = grpc.insecure_channel(args.target, options=options)
     stub = pb_grpc.GreeterStub(channel)
     report = {"client": "grpcio", "grpc_version": grpc.__version__, "suite": args.suite,
+              "tls": bool(args.tls_ca), "resolver": os.environ.get("GRPC_DNS_RESOLVER", "default"),
               "checks": [], "unary_backends": {}}
 
     def run(name, fn, *fn_args, **fn_kwargs):
@@ -202,6 +213,8 @@ def main():
             message="no such greeting", deadline=deadline)
         run("deadline_exceeded", deadline_exceeded, stub, pb, grpc)
         run("large_messages", large_messages, stub, pb, deadline)
+    elif args.suite == "unary":
+        run("unary_spread", unary_spread, stub, pb, args.calls, report["unary_backends"], deadline)
     else:
         run("status_unavailable", expect_code, stub, pb, grpc, code.UNAVAILABLE, deadline=deadline)
     channel.close()
