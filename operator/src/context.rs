@@ -16,6 +16,7 @@ use kube::{Client, ResourceExt as _};
 
 use crate::backoff::Failures;
 use crate::kube_util::dirty::DirtySet;
+use crate::kube_util::keyed_lock::KeyedLock;
 use crate::kube_util::recent_writes::RecentWrites;
 use crate::metrics::Metrics;
 use crate::render::EndpointIndex;
@@ -41,6 +42,11 @@ pub struct Context {
     pub services_written: RecentWrites<ObjectRef<Service>, Service>,
     /// Consecutive failures per balancing, for the error back-off.
     pub(crate) failures: Failures<ObjectRef<GrpcBalancing>>,
+    /// Per namespace: held by the reconcile of a balancing that names a
+    /// Service, from its evaluation to its status write. Two balancings
+    /// evaluated side by side could otherwise both take the address each
+    /// saw free.
+    pub(crate) address_assignment: KeyedLock<String>,
 }
 
 /// The reflector stores a [`Context`] reads.
@@ -76,6 +82,7 @@ impl Context {
             statuses_written: RecentWrites::default(),
             services_written: RecentWrites::default(),
             failures: Failures::default(),
+            address_assignment: KeyedLock::default(),
         }
     }
 
@@ -106,12 +113,33 @@ impl Context {
         let _ = self.config_maps.wait_until_ready().await;
     }
 
-    /// The balancings of one namespace.
+    /// The balancings of one namespace, each with the status this operator
+    /// last wrote for it when the store has not shown that write yet.
+    /// Statuses record the loopback addresses, and every evaluation reads
+    /// those of the neighbours: judged from a store that lags behind a
+    /// burst of writes, the balancings still waiting for an address would
+    /// get another one at each reconcile, and every rewrite would keep the
+    /// store behind (hundreds of rewrites per balancing, and balancings
+    /// never reconciled, when 254 were created at once).
     pub fn balancings_in(&self, namespace: &str) -> Vec<Arc<GrpcBalancing>> {
         self.balancings
             .state()
             .into_iter()
             .filter(|gb| gb.metadata.namespace.as_deref() == Some(namespace))
+            .map(|gb| {
+                let key = ObjectRef::from_obj(gb.as_ref());
+                match self
+                    .statuses_written
+                    .not_yet_cached(&key, gb.metadata.resource_version.as_deref())
+                {
+                    Some(written) => {
+                        let mut newer = GrpcBalancing::clone(&gb);
+                        newer.status = Some(written);
+                        Arc::new(newer)
+                    }
+                    None => gb,
+                }
+            })
             .collect()
     }
 

@@ -76,6 +76,14 @@ async fn reconcile_inner(gb: &GrpcBalancing, ctx: &Context) -> Result<Action> {
         return Ok(Action::await_change());
     }
 
+    // Loopback addresses are assigned from what the evaluation reads (the
+    // addresses recorded in the statuses): one such evaluation and status
+    // write at a time per namespace.
+    let _assigning = match gb.spec.service {
+        Some(_) => Some(ctx.address_assignment.lock(&ns.to_owned()).await),
+        None => None,
+    };
+
     // Only what this balancing's evaluation reads: the balancings that
     // contend for its listener port or could share a Service name with it,
     // and the slices of its Services.

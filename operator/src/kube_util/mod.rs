@@ -1,8 +1,10 @@
 //! Helpers around kube-runtime that know nothing of balancings: a
 //! deduplicated work set, the operator's own writes its caches do not show
-//! yet, the fields the caches keep, and ending watch streams on a stop.
+//! yet, the fields the caches keep, ending watch streams on a stop, and a
+//! lock per key.
 
 pub mod dirty;
+pub mod keyed_lock;
 pub mod recent_writes;
 pub mod trim;
 pub mod until_stopped;

@@ -3,11 +3,13 @@
 //! webhook in this process: the loopback address in the status (stable,
 //! lowest free), the listener on the Service's port(s) in the proxy
 //! config, the host aliases of new pods, the pods that need a restart, and
-//! the status of a missing Service, a second balancing of one Service and
-//! a headless Service.
+//! the status of a missing Service, a second balancing of one Service, a
+//! headless Service and more balancings than the pool has addresses.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
+
+use futures::StreamExt;
 
 use crate::support::{RunningOperator, TIMEOUT, backend_pod, install_crd};
 use grpc_balancer_crds::config::{self, CONFIG_MAP_KEY, CONFIG_MAP_NAME, ProxyConfig};
@@ -369,5 +371,81 @@ async fn a_balancing_stands_in_for_the_service_its_clients_dial() {
         assert!(e.to_string().contains("exactly one of listenerPort"), "{e}");
     }
     webhook.stop().await;
+    op.shutdown().await;
+}
+
+/// The pool holds 254 addresses per namespace: a 255th balancing naming a
+/// Service is told the pool is exhausted (no address, no listener) while
+/// the 254 older ones keep distinct addresses; once one of them is
+/// deleted, the waiting one gets the freed address (the pool wrapped).
+#[tokio::test]
+async fn more_balancings_than_loopback_addresses_leave_the_youngest_waiting() {
+    const POOL: usize = 254;
+    let cp = ControlPlane::shared().await;
+    let client = cp.client().await;
+    install_crd(&client).await;
+    let ns = webhook_namespace(&client, "op-pool", &[]).await;
+    let op =
+        RunningOperator::start(cp, ns.name(), "op-pool", "op-pool", Duration::from_secs(4)).await;
+    let gbs: Api<GrpcBalancing> = ns.api();
+    let name = |i: usize| format!("gb-{i:03}");
+    let create = |i: usize| {
+        let gbs = gbs.clone();
+        async move {
+            let spec = format!("selector: {{ app: a{i} }}\nport: 50051\nservice: svc-{i:03}\n");
+            gbs.create(&PostParams::default(), &with_spec(&name(i), &spec))
+                .await
+                .map(|_| ())
+        }
+    };
+    let created: Vec<_> = futures::stream::iter(0..POOL)
+        .map(create)
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    // One status write per balancing (each reconcile judges from the
+    // statuses the operator wrote, assigning one address at a time); the
+    // time it took is printed.
+    let started = std::time::Instant::now();
+    let addresses = poll_until("254 distinct addresses", TIMEOUT, || async {
+        let mut seen = std::collections::BTreeSet::new();
+        for i in 0..POOL {
+            let (reason, address, _) = status(&gbs, &name(i))
+                .await
+                .map_err(|e| format!("{}: {e}", name(i)))?;
+            if !reason.starts_with("ServiceNotFound") {
+                return Err(format!("{}: {reason}", name(i)));
+            }
+            let address = address.ok_or(format!("{} has no address", name(i)))?;
+            seen.insert(address.parse::<Ipv4Addr>().map_err(|e| e.to_string())?);
+        }
+        Ok(seen)
+    })
+    .await;
+    eprintln!(
+        "254 balancings created at once held distinct addresses after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        addresses.len(),
+        POOL,
+        "every older balancing has its own address"
+    );
+    assert_eq!(addresses.first(), Some(&Ipv4Addr::new(127, 0, 10, 1)));
+    assert_eq!(addresses.last(), Some(&Ipv4Addr::new(127, 0, 10, 254)));
+
+    // The 255th, created once the others hold their addresses: the
+    // youngest by its creation timestamp.
+    create(POOL).await.expect("created");
+    let youngest = name(POOL);
+    let (reason, address, _) = wait_reason(&gbs, &youngest, "AddressPoolExhausted").await;
+    assert!(reason.contains("127.0.10.1-127.0.10.254"), "{reason}");
+    assert_eq!(address, None);
+    gbs.delete(&name(0), &DeleteParams::default())
+        .await
+        .expect("deleted");
+    let (_, address, _) = wait_reason(&gbs, &youngest, "ServiceNotFound").await;
+    assert_eq!(address.as_deref(), Some("127.0.10.1"), "the freed address");
     op.shutdown().await;
 }
