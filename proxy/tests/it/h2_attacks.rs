@@ -1,7 +1,8 @@
 //! Known HTTP/2 attacks on the proxy's listener, sent as raw frames: each
 //! must end in a GOAWAY or a closed connection after a bounded number of
 //! bytes, or be absorbed with bounded memory, while a well-behaved client on
-//! another connection keeps getting its calls answered.
+//! another connection keeps getting its calls answered; and each costs the
+//! threads of its own runtime less than [`CPU_MAX`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -221,54 +222,117 @@ async fn peak_rss(during: Duration) -> u64 {
     peak
 }
 
+/// CPU time an attack may cost everything that runs on its test's runtime:
+/// the proxy, its backends, the attacker and the bystander (a debug build).
+/// A proxy that kept serving a flood would spend minutes on it: the floods
+/// offer tens of MiB of frames, each a stream to open or a header to decode.
+const CPU_MAX: Duration = Duration::from_secs(10);
+
+/// Runs `test` on a runtime of its own (two workers, like the proxy's
+/// default) and checks the CPU time its threads spent, read from their
+/// `/proc/self/task/TID/schedstat`: the other tests of this binary run on
+/// other threads and do not count.
+fn on_measured_runtime(name: &str, test: impl std::future::Future<Output = ()>) {
+    let threads = Arc::new(std::sync::Mutex::new(vec![current_thread_id()]));
+    let registered = threads.clone();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        // Blocking-pool threads (name lookups) kept until the end, so that
+        // their time is still there to read.
+        .thread_keep_alive(Duration::from_secs(3600))
+        .enable_all()
+        .on_thread_start(move || {
+            if let Ok(mut threads) = registered.lock() {
+                threads.push(current_thread_id());
+            }
+        })
+        .build()
+        .expect("a runtime");
+    runtime.block_on(test);
+    let ids = threads.lock().map(|t| t.clone()).unwrap_or_default();
+    let cpu: Duration = ids.iter().map(|id| thread_cpu(*id)).sum();
+    eprintln!(
+        "{name}: {:.2} CPU-s on the test's runtime ({} threads)",
+        cpu.as_secs_f64(),
+        ids.len()
+    );
+    assert!(
+        cpu < CPU_MAX,
+        "{name}: {cpu:?} of CPU, more than {CPU_MAX:?}"
+    );
+    runtime.shutdown_background();
+}
+
+/// The kernel's id of the calling thread.
+fn current_thread_id() -> u32 {
+    std::fs::read_link("/proc/thread-self")
+        .ok()
+        .and_then(|link| link.file_name()?.to_str()?.parse().ok())
+        .expect("/proc/thread-self names the thread")
+}
+
+/// Time thread `id` of this process has run on a CPU (the first figure of
+/// its schedstat, in nanoseconds).
+fn thread_cpu(id: u32) -> Duration {
+    std::fs::read_to_string(format!("/proc/self/task/{id}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .map(Duration::from_nanos)
+        .unwrap_or_default()
+}
+
 /// CVE-2023-44487: streams opened and reset at once, so the server does
 /// the work of a request for each and the client never waits.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn h2_attacks_rapid_reset_gets_enhance_your_calm() {
-    let _serial = MEMORY.lock().await;
-    let (_bs, proxy) = target().await;
-    let bystander = Bystander::start(&proxy).await;
-    let (mut r, w) = attacker(proxy.addr("greeter"), &[]).await;
-    let request = grpc_request(SAY_HELLO);
-    let writer = flood(w, Vec::new(), move |i| {
-        let mut out = frame(HEADERS, END_HEADERS, stream_id(i), &request);
-        out.extend(rst_stream(stream_id(i), CANCEL));
-        out
+#[test]
+fn h2_attacks_rapid_reset_gets_enhance_your_calm() {
+    on_measured_runtime("h2_attacks_rapid_reset_gets_enhance_your_calm", async {
+        let _serial = MEMORY.lock().await;
+        let (_bs, proxy) = target().await;
+        let bystander = Bystander::start(&proxy).await;
+        let (mut r, w) = attacker(proxy.addr("greeter"), &[]).await;
+        let request = grpc_request(SAY_HELLO);
+        let writer = flood(w, Vec::new(), move |i| {
+            let mut out = frame(HEADERS, END_HEADERS, stream_id(i), &request);
+            out.extend(rst_stream(stream_id(i), CANCEL));
+            out
+        });
+        let seen = watch(&mut r, ANSWER_WITHIN, |_| false).await;
+        let written = writer.await.expect("writer");
+        assert_refused("rapid reset", &seen, written, &[ENHANCE_YOUR_CALM]);
+        eprintln!(
+            "rapid reset: GOAWAY debug data {:?}, {written} bytes written",
+            seen.goaway_debug
+        );
+        bystander.finish(&proxy).await;
+        proxy.stop().await;
     });
-    let seen = watch(&mut r, ANSWER_WITHIN, |_| false).await;
-    let written = writer.await.expect("writer");
-    assert_refused("rapid reset", &seen, written, &[ENHANCE_YOUR_CALM]);
-    eprintln!(
-        "rapid reset: GOAWAY debug data {:?}, {written} bytes written",
-        seen.goaway_debug
-    );
-    bystander.finish(&proxy).await;
-    proxy.stop().await;
 }
 
 /// CVE-2024-27316 class: a header block that never ends, CONTINUATION after
 /// CONTINUATION, each adding headers the server has to hold or decode.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn h2_attacks_continuation_flood_is_cut_off() {
-    let _serial = MEMORY.lock().await;
-    let (_bs, proxy) = target().await;
-    let bystander = Bystander::start(&proxy).await;
-    let (mut r, w) = attacker(proxy.addr("greeter"), &[]).await;
-    let first = frame(HEADERS, 0, 1, &grpc_request(SAY_HELLO));
-    let writer = flood(w, first, |i| {
-        let header = literal(&format!("x-flood-{i}"), &[b'a'; 1000]);
-        frame(CONTINUATION, 0, 1, &header)
+#[test]
+fn h2_attacks_continuation_flood_is_cut_off() {
+    on_measured_runtime("h2_attacks_continuation_flood_is_cut_off", async {
+        let _serial = MEMORY.lock().await;
+        let (_bs, proxy) = target().await;
+        let bystander = Bystander::start(&proxy).await;
+        let (mut r, w) = attacker(proxy.addr("greeter"), &[]).await;
+        let first = frame(HEADERS, 0, 1, &grpc_request(SAY_HELLO));
+        let writer = flood(w, first, |i| {
+            let header = literal(&format!("x-flood-{i}"), &[b'a'; 1000]);
+            frame(CONTINUATION, 0, 1, &header)
+        });
+        let seen = watch(&mut r, ANSWER_WITHIN, |_| false).await;
+        let written = writer.await.expect("writer");
+        assert_refused(
+            "CONTINUATION flood",
+            &seen,
+            written,
+            &[ENHANCE_YOUR_CALM, COMPRESSION_ERROR, PROTOCOL_ERROR],
+        );
+        bystander.finish(&proxy).await;
+        proxy.stop().await;
     });
-    let seen = watch(&mut r, ANSWER_WITHIN, |_| false).await;
-    let written = writer.await.expect("writer");
-    assert_refused(
-        "CONTINUATION flood",
-        &seen,
-        written,
-        &[ENHANCE_YOUR_CALM, COMPRESSION_ERROR, PROTOCOL_ERROR],
-    );
-    bystander.finish(&proxy).await;
-    proxy.stop().await;
 }
 
 /// CVE-2025-8671 (MadeYouReset): frames that make the server reset the
@@ -313,16 +377,21 @@ async fn made_you_reset(
 
 /// The stream error is a malformed request (content-length against an
 /// ended stream): the proxy answers RST_STREAM PROTOCOL_ERROR.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn h2_attacks_made_you_reset_by_malformed_requests_gets_enhance_your_calm() {
-    let _serial = MEMORY.lock().await;
-    made_you_reset(
-        "MadeYouReset (malformed request)",
-        true,
-        |_| Vec::new(),
-        "greeter",
-    )
-    .await;
+#[test]
+fn h2_attacks_made_you_reset_by_malformed_requests_gets_enhance_your_calm() {
+    on_measured_runtime(
+        "h2_attacks_made_you_reset_by_malformed_requests_gets_enhance_your_calm",
+        async {
+            let _serial = MEMORY.lock().await;
+            made_you_reset(
+                "MadeYouReset (malformed request)",
+                true,
+                |_| Vec::new(),
+                "greeter",
+            )
+            .await;
+        },
+    );
 }
 
 /// The stream error is a WINDOW_UPDATE that overflows the stream's send
@@ -332,71 +401,81 @@ async fn h2_attacks_made_you_reset_by_malformed_requests_gets_enhance_your_calm(
 /// (UNAVAILABLE, "connection error" of a backend connection) while this
 /// runs beside the other attacks: the bystander here calls another
 /// balancing; see docs/security.md.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn h2_attacks_made_you_reset_by_window_overflow_gets_enhance_your_calm() {
-    let _serial = MEMORY.lock().await;
-    made_you_reset(
-        "MadeYouReset (window overflow)",
-        false,
-        |stream| window_update(stream, 0x7fff_ffff),
-        "elsewhere",
-    )
-    .await;
+#[test]
+fn h2_attacks_made_you_reset_by_window_overflow_gets_enhance_your_calm() {
+    on_measured_runtime(
+        "h2_attacks_made_you_reset_by_window_overflow_gets_enhance_your_calm",
+        async {
+            let _serial = MEMORY.lock().await;
+            made_you_reset(
+                "MadeYouReset (window overflow)",
+                false,
+                |stream| window_update(stream, 0x7fff_ffff),
+                "elsewhere",
+            )
+            .await;
+        },
+    );
 }
 
 /// HPACK bomb: one 4 KB header enters the dynamic table, then header
 /// blocks of one-byte references to it decode to 16 MB each.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn h2_attacks_hpack_bomb_is_refused_without_decoding_it() {
-    let _serial = MEMORY.lock().await;
-    let (bs, proxy) = target().await;
-    let bystander = Bystander::start(&proxy).await;
-    let before = rss_bytes();
-    let (mut r, w) = attacker(proxy.addr("greeter"), &[]).await;
-    // The bystander calls SayHello; the bombs call SayHelloStream.
-    let mut seed = grpc_request(SAY_HELLO_STREAM);
-    seed.extend(literal_indexed("x-bomb", &[b'b'; 4000]));
-    let first = frame(HEADERS, END_HEADERS | END_STREAM, 1, &seed);
-    // 4,000 references: 16 MB of headers from a 4 KB block.
-    let mut bomb = grpc_request(SAY_HELLO_STREAM);
-    for _ in 0..4000 {
-        bomb.extend(indexed(62));
-    }
-    let writer = flood(w, first, move |i| {
-        frame(HEADERS, END_HEADERS | END_STREAM, stream_id(i + 1), &bomb)
-    });
-    let seen = watch(&mut r, ANSWER_WITHIN, |_| false).await;
-    let peak = peak_rss(Duration::from_millis(500)).await;
-    writer.abort();
-    eprintln!(
-        "HPACK bomb: GOAWAY {:?} {:?}, RSS grew by {} MiB",
-        seen.goaway,
-        seen.goaway_debug,
-        peak.saturating_sub(before) >> 20
+#[test]
+fn h2_attacks_hpack_bomb_is_refused_without_decoding_it() {
+    on_measured_runtime(
+        "h2_attacks_hpack_bomb_is_refused_without_decoding_it",
+        async {
+            let _serial = MEMORY.lock().await;
+            let (bs, proxy) = target().await;
+            let bystander = Bystander::start(&proxy).await;
+            let before = rss_bytes();
+            let (mut r, w) = attacker(proxy.addr("greeter"), &[]).await;
+            // The bystander calls SayHello; the bombs call SayHelloStream.
+            let mut seed = grpc_request(SAY_HELLO_STREAM);
+            seed.extend(literal_indexed("x-bomb", &[b'b'; 4000]));
+            let first = frame(HEADERS, END_HEADERS | END_STREAM, 1, &seed);
+            // 4,000 references: 16 MB of headers from a 4 KB block.
+            let mut bomb = grpc_request(SAY_HELLO_STREAM);
+            for _ in 0..4000 {
+                bomb.extend(indexed(62));
+            }
+            let writer = flood(w, first, move |i| {
+                frame(HEADERS, END_HEADERS | END_STREAM, stream_id(i + 1), &bomb)
+            });
+            let seen = watch(&mut r, ANSWER_WITHIN, |_| false).await;
+            let peak = peak_rss(Duration::from_millis(500)).await;
+            writer.abort();
+            eprintln!(
+                "HPACK bomb: GOAWAY {:?} {:?}, RSS grew by {} MiB",
+                seen.goaway,
+                seen.goaway_debug,
+                peak.saturating_sub(before) >> 20
+            );
+            // The first bomb ends the connection: it is far past the header list
+            // limit, so h2 stops decoding it and goes away.
+            assert!(seen.closed, "the connection survived the bombs");
+            assert_eq!(
+                seen.goaway,
+                Some(ENHANCE_YOUR_CALM),
+                "{:?}",
+                seen.goaway_debug
+            );
+            // No bomb reached a backend: the seed call did (it is a well-formed
+            // call), the others never.
+            let forwarded: u64 = bs.iter().map(|b| b.counts().say_hello_stream).sum();
+            assert!(
+                forwarded <= 1,
+                "bombs reached the backends: {forwarded} calls"
+            );
+            assert!(
+                peak.saturating_sub(before) < RSS_GROWTH_MAX,
+                "memory grew by {} MiB",
+                peak.saturating_sub(before) >> 20
+            );
+            bystander.finish(&proxy).await;
+            proxy.stop().await;
+        },
     );
-    // The first bomb ends the connection: it is far past the header list
-    // limit, so h2 stops decoding it and goes away.
-    assert!(seen.closed, "the connection survived the bombs");
-    assert_eq!(
-        seen.goaway,
-        Some(ENHANCE_YOUR_CALM),
-        "{:?}",
-        seen.goaway_debug
-    );
-    // No bomb reached a backend: the seed call did (it is a well-formed
-    // call), the others never.
-    let forwarded: u64 = bs.iter().map(|b| b.counts().say_hello_stream).sum();
-    assert!(
-        forwarded <= 1,
-        "bombs reached the backends: {forwarded} calls"
-    );
-    assert!(
-        peak.saturating_sub(before) < RSS_GROWTH_MAX,
-        "memory grew by {} MiB",
-        peak.saturating_sub(before) >> 20
-    );
-    bystander.finish(&proxy).await;
-    proxy.stop().await;
 }
 
 /// A flood of frames each of which asks for an answer (SETTINGS: an ACK;
@@ -416,35 +495,44 @@ async fn unanswerable_flood(what: &str, each: fn(u32) -> Vec<u8>) {
     proxy.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn h2_attacks_settings_flood_stops_reading() {
-    let _serial = MEMORY.lock().await;
-    unanswerable_flood("SETTINGS flood", |i| {
-        settings(&[(SETTINGS_INITIAL_WINDOW_SIZE, 65_535 + i % 2)])
-    })
-    .await;
+#[test]
+fn h2_attacks_settings_flood_stops_reading() {
+    on_measured_runtime("h2_attacks_settings_flood_stops_reading", async {
+        let _serial = MEMORY.lock().await;
+        unanswerable_flood("SETTINGS flood", |i| {
+            settings(&[(SETTINGS_INITIAL_WINDOW_SIZE, 65_535 + i % 2)])
+        })
+        .await;
+    });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn h2_attacks_ping_flood_stops_reading() {
-    let _serial = MEMORY.lock().await;
-    unanswerable_flood("PING flood", |i| ping(u64::from(i))).await;
+#[test]
+fn h2_attacks_ping_flood_stops_reading() {
+    on_measured_runtime("h2_attacks_ping_flood_stops_reading", async {
+        let _serial = MEMORY.lock().await;
+        unanswerable_flood("PING flood", |i| ping(u64::from(i))).await;
+    });
 }
 
 /// WINDOW_UPDATE flood: increments need no answer, so each costs the proxy
 /// a counter update; the sum past 2^31-1 is a connection error.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn h2_attacks_window_update_flood_ends_at_the_window_limit() {
-    let _serial = MEMORY.lock().await;
-    let (_bs, proxy) = target().await;
-    let bystander = Bystander::start(&proxy).await;
-    let (mut r, w) = attacker(proxy.addr("greeter"), &[]).await;
-    let writer = flood(w, Vec::new(), |_| window_update(0, 0x1_0000));
-    let seen = watch(&mut r, ANSWER_WITHIN, |_| false).await;
-    let written = writer.await.expect("writer");
-    assert_refused("WINDOW_UPDATE flood", &seen, written, &[FLOW_CONTROL_ERROR]);
-    bystander.finish(&proxy).await;
-    proxy.stop().await;
+#[test]
+fn h2_attacks_window_update_flood_ends_at_the_window_limit() {
+    on_measured_runtime(
+        "h2_attacks_window_update_flood_ends_at_the_window_limit",
+        async {
+            let _serial = MEMORY.lock().await;
+            let (_bs, proxy) = target().await;
+            let bystander = Bystander::start(&proxy).await;
+            let (mut r, w) = attacker(proxy.addr("greeter"), &[]).await;
+            let writer = flood(w, Vec::new(), |_| window_update(0, 0x1_0000));
+            let seen = watch(&mut r, ANSWER_WITHIN, |_| false).await;
+            let written = writer.await.expect("writer");
+            assert_refused("WINDOW_UPDATE flood", &seen, written, &[FLOW_CONTROL_ERROR]);
+            bystander.finish(&proxy).await;
+            proxy.stop().await;
+        },
+    );
 }
 
 /// Calls with large streamed answers, `streams` of them on one connection.
@@ -467,29 +555,31 @@ fn big_answers(streams: u32) -> Vec<u8> {
 /// Zero-window stall (slowloris for HTTP/2): the client grants no window,
 /// so nothing can be sent on its streams; the proxy must hold back instead
 /// of buffering the backends' answers, which are 64 MiB per call.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn h2_attacks_zero_window_stall_buffers_nothing() {
-    let _serial = MEMORY.lock().await;
-    let (_bs, proxy) = target().await;
-    let bystander = Bystander::start(&proxy).await;
-    let before = rss_bytes();
-    let (mut r, mut w) =
-        attacker(proxy.addr("greeter"), &[(SETTINGS_INITIAL_WINDOW_SIZE, 0)]).await;
-    w.write_all(&big_answers(200)).await.expect("requests");
-    let watching =
-        tokio::spawn(async move { watch(&mut r, Duration::from_secs(3), |_| false).await });
-    let peak = peak_rss(Duration::from_secs(3)).await;
-    let seen = watching.await.expect("watch");
-    assert!(
-        seen.count(HEADERS) > 0,
-        "no call was answered: {:?}",
-        seen.frames.len()
-    );
-    assert_eq!(seen.count(DATA), 0, "DATA sent past a zero window");
-    assert_rss_growth_bounded("zero-window stall, 200 streams", before, peak);
-    drop(w);
-    bystander.finish(&proxy).await;
-    proxy.stop().await;
+#[test]
+fn h2_attacks_zero_window_stall_buffers_nothing() {
+    on_measured_runtime("h2_attacks_zero_window_stall_buffers_nothing", async {
+        let _serial = MEMORY.lock().await;
+        let (_bs, proxy) = target().await;
+        let bystander = Bystander::start(&proxy).await;
+        let before = rss_bytes();
+        let (mut r, mut w) =
+            attacker(proxy.addr("greeter"), &[(SETTINGS_INITIAL_WINDOW_SIZE, 0)]).await;
+        w.write_all(&big_answers(200)).await.expect("requests");
+        let watching =
+            tokio::spawn(async move { watch(&mut r, Duration::from_secs(3), |_| false).await });
+        let peak = peak_rss(Duration::from_secs(3)).await;
+        let seen = watching.await.expect("watch");
+        assert!(
+            seen.count(HEADERS) > 0,
+            "no call was answered: {:?}",
+            seen.frames.len()
+        );
+        assert_eq!(seen.count(DATA), 0, "DATA sent past a zero window");
+        assert_rss_growth_bounded("zero-window stall, 200 streams", before, peak);
+        drop(w);
+        bystander.finish(&proxy).await;
+        proxy.stop().await;
+    });
 }
 
 /// A client that opens windows wide and then never reads a byte: the
@@ -497,29 +587,31 @@ async fn h2_attacks_zero_window_stall_buffers_nothing() {
 /// stream (with 256 MiB instead of 400 KiB the growth was the same),
 /// likely because h2 stops reading a connection it cannot write to, so
 /// most of the requests are never read.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn h2_attacks_client_that_never_reads_is_bounded() {
-    let _serial = MEMORY.lock().await;
-    let (_bs, proxy) = target().await;
-    let bystander = Bystander::start(&proxy).await;
-    let before = rss_bytes();
-    let (_unread, mut w) = attacker(
-        proxy.addr("greeter"),
-        &[(SETTINGS_INITIAL_WINDOW_SIZE, 0x7fff_ffff)],
-    )
-    .await;
-    let mut opening = window_update(0, 0x7fff_ffff - 65_535);
-    opening.extend(big_answers(NEVER_READ_STREAMS));
-    w.write_all(&opening).await.expect("requests");
-    let peak = peak_rss(Duration::from_secs(3)).await;
-    assert_rss_growth_bounded(
-        &format!("client that never reads, {NEVER_READ_STREAMS} streams"),
-        before,
-        peak,
-    );
-    drop(w);
-    bystander.finish(&proxy).await;
-    proxy.stop().await;
+#[test]
+fn h2_attacks_client_that_never_reads_is_bounded() {
+    on_measured_runtime("h2_attacks_client_that_never_reads_is_bounded", async {
+        let _serial = MEMORY.lock().await;
+        let (_bs, proxy) = target().await;
+        let bystander = Bystander::start(&proxy).await;
+        let before = rss_bytes();
+        let (_unread, mut w) = attacker(
+            proxy.addr("greeter"),
+            &[(SETTINGS_INITIAL_WINDOW_SIZE, 0x7fff_ffff)],
+        )
+        .await;
+        let mut opening = window_update(0, 0x7fff_ffff - 65_535);
+        opening.extend(big_answers(NEVER_READ_STREAMS));
+        w.write_all(&opening).await.expect("requests");
+        let peak = peak_rss(Duration::from_secs(3)).await;
+        assert_rss_growth_bounded(
+            &format!("client that never reads, {NEVER_READ_STREAMS} streams"),
+            before,
+            peak,
+        );
+        drop(w);
+        bystander.finish(&proxy).await;
+        proxy.stop().await;
+    });
 }
 
 const NEVER_READ_STREAMS: u32 = 1000;
@@ -611,123 +703,148 @@ async fn against_hostile(
     hostile
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn h2_attacks_backend_speaking_garbage_fails_only_its_calls() {
-    let _serial = MEMORY.lock().await;
-    against_hostile(
-        Hostility::Garbage,
-        20,
-        Duration::ZERO,
-        &[
-            tonic::Code::Unavailable,
-            tonic::Code::Internal,
-            tonic::Code::Unknown,
-        ],
-    )
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn h2_attacks_backend_with_endless_headers_is_cut_off() {
-    let _serial = MEMORY.lock().await;
-    let hostile = against_hostile(
-        Hostility::EndlessHeaders,
-        20,
-        Duration::ZERO,
-        &[
-            tonic::Code::Unavailable,
-            tonic::Code::Internal,
-            tonic::Code::Unknown,
-        ],
-    )
-    .await;
-    let written = hostile.written.load(Ordering::Relaxed);
-    eprintln!("endless headers: the proxy took {written} bytes");
-    assert!(
-        written < ACCEPTED_MAX,
-        "the proxy read {written} bytes of endless headers"
+#[test]
+fn h2_attacks_backend_speaking_garbage_fails_only_its_calls() {
+    on_measured_runtime(
+        "h2_attacks_backend_speaking_garbage_fails_only_its_calls",
+        async {
+            let _serial = MEMORY.lock().await;
+            against_hostile(
+                Hostility::Garbage,
+                20,
+                Duration::ZERO,
+                &[
+                    tonic::Code::Unavailable,
+                    tonic::Code::Internal,
+                    tonic::Code::Unknown,
+                ],
+            )
+            .await;
+        },
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn h2_attacks_backend_response_that_never_ends_meets_the_deadline() {
-    let _serial = MEMORY.lock().await;
-    against_hostile(
-        Hostility::NeverEnds,
-        6,
-        Duration::ZERO,
-        &[tonic::Code::DeadlineExceeded],
-    )
-    .await;
+#[test]
+fn h2_attacks_backend_with_endless_headers_is_cut_off() {
+    on_measured_runtime(
+        "h2_attacks_backend_with_endless_headers_is_cut_off",
+        async {
+            let _serial = MEMORY.lock().await;
+            let hostile = against_hostile(
+                Hostility::EndlessHeaders,
+                20,
+                Duration::ZERO,
+                &[
+                    tonic::Code::Unavailable,
+                    tonic::Code::Internal,
+                    tonic::Code::Unknown,
+                ],
+            )
+            .await;
+            let written = hostile.written.load(Ordering::Relaxed);
+            eprintln!("endless headers: the proxy took {written} bytes");
+            assert!(
+                written < ACCEPTED_MAX,
+                "the proxy read {written} bytes of endless headers"
+            );
+        },
+    );
+}
+
+#[test]
+fn h2_attacks_backend_response_that_never_ends_meets_the_deadline() {
+    on_measured_runtime(
+        "h2_attacks_backend_response_that_never_ends_meets_the_deadline",
+        async {
+            let _serial = MEMORY.lock().await;
+            against_hostile(
+                Hostility::NeverEnds,
+                6,
+                Duration::ZERO,
+                &[tonic::Code::DeadlineExceeded],
+            )
+            .await;
+        },
+    );
 }
 
 /// An endpoint that answers every call with GOAWAY (nothing processed) and
 /// closes: the calls (40 over about 1.2 s) go to the other endpoint, and
 /// the proxy redials it with back-off (20 ms doubling to 200 ms in these
 /// tests) instead of once per call.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn h2_attacks_backend_sending_goaway_on_every_stream_is_redialled_with_backoff() {
-    let _serial = MEMORY.lock().await;
-    let hostile = against_hostile(
-        Hostility::GoawayEveryStream,
-        40,
-        Duration::from_millis(30),
-        &[],
-    )
-    .await;
-    let connections = hostile.connections.load(Ordering::Relaxed);
-    eprintln!("GOAWAY on every stream: {connections} connections for 40 calls");
-    assert!(
-        connections <= 15,
-        "the proxy redialled {connections} times for 40 calls"
+#[test]
+fn h2_attacks_backend_sending_goaway_on_every_stream_is_redialled_with_backoff() {
+    on_measured_runtime(
+        "h2_attacks_backend_sending_goaway_on_every_stream_is_redialled_with_backoff",
+        async {
+            let _serial = MEMORY.lock().await;
+            let hostile = against_hostile(
+                Hostility::GoawayEveryStream,
+                40,
+                Duration::from_millis(30),
+                &[],
+            )
+            .await;
+            let connections = hostile.connections.load(Ordering::Relaxed);
+            eprintln!("GOAWAY on every stream: {connections} connections for 40 calls");
+            assert!(
+                connections <= 15,
+                "the proxy redialled {connections} times for 40 calls"
+            );
+        },
     );
 }
 
 /// Header lists just over the limit (five references to a 4 KB header,
 /// 20 KB decoded, against 16 KiB): such a request is refused on its own
 /// stream (431 or a reset), never forwarded, and the connection lives on.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn h2_attacks_oversized_header_list_is_refused_on_its_stream() {
-    let _serial = MEMORY.lock().await;
-    let (bs, proxy) = target().await;
-    let (mut r, mut w) = attacker(proxy.addr("greeter"), &[]).await;
-    let mut seed = grpc_request(SAY_HELLO_STREAM);
-    seed.extend(literal_indexed("x-big", &[b'b'; 4000]));
-    let mut big = grpc_request(SAY_HELLO_STREAM);
-    for _ in 0..5 {
-        big.extend(indexed(62));
-    }
-    let mut out = frame(HEADERS, END_HEADERS | END_STREAM, 1, &seed);
-    out.extend(frame(HEADERS, END_HEADERS | END_STREAM, 3, &big));
-    w.write_all(&out).await.expect("write");
-    let seen = watch(&mut r, ANSWER_WITHIN, |f| {
-        f.stream == 3 && (f.kind == RST_STREAM || f.kind == HEADERS)
-    })
-    .await;
-    assert_eq!(
-        seen.goaway, None,
-        "the connection was closed: {:?}",
-        seen.goaway_debug
+#[test]
+fn h2_attacks_oversized_header_list_is_refused_on_its_stream() {
+    on_measured_runtime(
+        "h2_attacks_oversized_header_list_is_refused_on_its_stream",
+        async {
+            let _serial = MEMORY.lock().await;
+            let (bs, proxy) = target().await;
+            let (mut r, mut w) = attacker(proxy.addr("greeter"), &[]).await;
+            let mut seed = grpc_request(SAY_HELLO_STREAM);
+            seed.extend(literal_indexed("x-big", &[b'b'; 4000]));
+            let mut big = grpc_request(SAY_HELLO_STREAM);
+            for _ in 0..5 {
+                big.extend(indexed(62));
+            }
+            let mut out = frame(HEADERS, END_HEADERS | END_STREAM, 1, &seed);
+            out.extend(frame(HEADERS, END_HEADERS | END_STREAM, 3, &big));
+            w.write_all(&out).await.expect("write");
+            let seen = watch(&mut r, ANSWER_WITHIN, |f| {
+                f.stream == 3 && (f.kind == RST_STREAM || f.kind == HEADERS)
+            })
+            .await;
+            assert_eq!(
+                seen.goaway, None,
+                "the connection was closed: {:?}",
+                seen.goaway_debug
+            );
+            let refusal = seen.frames.last().filter(|f| f.2 == 3);
+            assert!(
+                refusal.is_some(),
+                "stream 3 got no refusal: {:?}",
+                seen.frames
+            );
+            eprintln!("oversized header list: refused with {refusal:?}");
+            // The connection still answers.
+            w.write_all(&ping(7)).await.expect("write");
+            let seen = watch(&mut r, ANSWER_WITHIN, |f| {
+                f.kind == PING && f.flags & ACK != 0
+            })
+            .await;
+            assert!(
+                seen.count(PING) > 0,
+                "the connection stopped answering: {:?}",
+                seen.frames
+            );
+            let forwarded: u64 = bs.iter().map(|b| b.counts().say_hello_stream).sum();
+            assert!(forwarded <= 1, "the oversized request reached a backend");
+            proxy.stop().await;
+        },
     );
-    let refusal = seen.frames.last().filter(|f| f.2 == 3);
-    assert!(
-        refusal.is_some(),
-        "stream 3 got no refusal: {:?}",
-        seen.frames
-    );
-    eprintln!("oversized header list: refused with {refusal:?}");
-    // The connection still answers.
-    w.write_all(&ping(7)).await.expect("write");
-    let seen = watch(&mut r, ANSWER_WITHIN, |f| {
-        f.kind == PING && f.flags & ACK != 0
-    })
-    .await;
-    assert!(
-        seen.count(PING) > 0,
-        "the connection stopped answering: {:?}",
-        seen.frames
-    );
-    let forwarded: u64 = bs.iter().map(|b| b.counts().say_hello_stream).sum();
-    assert!(forwarded <= 1, "the oversized request reached a backend");
-    proxy.stop().await;
 }
