@@ -117,17 +117,28 @@ def peak_rss_mib(pid):
 
 # ------------------------------------------------------------------- peers
 
-def haproxy_config(port, backend_ports):
+def haproxy_config(frontends):
+    """frontends: (name, port, backend ports) of each listener."""
     # As HAProxy's docs advise for gRPC: HTTP/2 on both sides, one thread (the
     # same single core every peer gets), streams of many client connections
     # multiplexed on the idle server connections (`http-reuse always`; the
     # default `safe` gives each client connection its own server connection),
     # and the per-connection stream limit raised from 100 so that 1x100 is not
     # capped by it.
-    servers = "\n".join(
-        f"    server b{i} 127.0.0.1:{p} proto h2" for i, p in enumerate(backend_ports)
-    )
-    return f"""global
+    sections = []
+    for name, port, backend_ports in frontends:
+        servers = "\n".join(
+            f"    server b{i} 127.0.0.1:{p} proto h2" for i, p in enumerate(backend_ports)
+        )
+        sections.append(f"""frontend {name}
+    bind 127.0.0.1:{port} proto h2
+    default_backend {name}
+
+backend {name}
+    balance roundrobin
+{servers}
+""")
+    return """global
     nbthread 1
     maxconn 1000
     tune.h2.max-concurrent-streams 1024
@@ -140,24 +151,34 @@ defaults
     timeout client 60s
     timeout server 60s
 
-frontend grpc
-    bind 127.0.0.1:{port} proto h2
-    default_backend greeters
-
-backend greeters
-    balance roundrobin
-{servers}
-"""
+""" + "\n".join(sections)
 
 
-def nginx_config(port, backend_ports, workdir):
+def nginx_config(frontends, workdir):
+    """frontends: (name, port, backend ports) of each listener."""
     # nginx's gRPC proxy as its docs set it up: an `http2` listener and
     # `grpc_pass` to an upstream group with `keepalive` connections (nginx
     # sends one call at a time on an upstream connection, so without
     # keepalive every call would open a new one). One worker process, no
     # access log, and keepalive_requests raised so that neither the client's
     # connection nor the upstream ones are closed after the default 1,000 calls.
-    servers = "\n".join(f"        server 127.0.0.1:{p};" for p in backend_ports)
+    blocks = []
+    for name, port, backend_ports in frontends:
+        servers = "\n".join(f"        server 127.0.0.1:{p};" for p in backend_ports)
+        blocks.append(f"""    upstream {name} {{
+{servers}
+        keepalive 256;
+        keepalive_requests 100000000;
+    }}
+
+    server {{
+        listen 127.0.0.1:{port} http2;
+        location / {{
+            grpc_pass grpc://{name};
+        }}
+    }}
+""")
+    body = "\n".join(blocks)
     return f"""daemon off;
 master_process off;
 worker_processes 1;
@@ -178,35 +199,24 @@ http {{
     keepalive_requests 100000000;
     http2_max_concurrent_streams 1024;
 
-    upstream greeters {{
-{servers}
-        keepalive 256;
-        keepalive_requests 100000000;
-    }}
-
-    server {{
-        listen 127.0.0.1:{port} http2;
-        location / {{
-            grpc_pass grpc://greeters;
-        }}
-    }}
-}}
+{body}}}
 """
 
 
-def envoy_config(port, backend_ports):
+def envoy_config(frontends):
+    """frontends: (name, port, backend ports) of each listener."""
     # Envoy as its gRPC docs set it up: an HTTP/2 connection manager, HTTP/2 to
     # the cluster, route timeout off (streams may be long), no access log; one
     # worker (`--concurrency 1`, the single core every peer gets).
-    endpoints = "\n".join(
-        f"""          - endpoint:
+    listeners, clusters = [], []
+    for name, port, backend_ports in frontends:
+        endpoints = "\n".join(
+            f"""          - endpoint:
               address:
                 socket_address: {{ address: 127.0.0.1, port_value: {p} }}"""
-        for p in backend_ports
-    )
-    return f"""static_resources:
-  listeners:
-  - name: grpc
+            for p in backend_ports
+        )
+        listeners.append(f"""  - name: {name}
     address:
       socket_address: {{ address: 127.0.0.1, port_value: {port} }}
     filter_chains:
@@ -214,21 +224,21 @@ def envoy_config(port, backend_ports):
       - name: envoy.filters.network.http_connection_manager
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: grpc
+          stat_prefix: {name}
           codec_type: HTTP2
           route_config:
             virtual_hosts:
-            - name: greeters
+            - name: {name}
               domains: ["*"]
               routes:
               - match: {{ prefix: "/" }}
-                route: {{ cluster: greeters, timeout: 0s }}
+                route: {{ cluster: {name}, timeout: 0s }}
           http_filters:
           - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: greeters
+""")
+        clusters.append(f"""  - name: {name}
     type: STATIC
     lb_policy: ROUND_ROBIN
     typed_extension_protocol_options:
@@ -237,11 +247,12 @@ def envoy_config(port, backend_ports):
         explicit_http_config:
           http2_protocol_options: {{}}
     load_assignment:
-      cluster_name: greeters
+      cluster_name: {name}
       endpoints:
       - lb_endpoints:
 {endpoints}
-"""
+""")
+    return "static_resources:\n  listeners:\n" + "".join(listeners) + "  clusters:\n" + "".join(clusters)
 
 
 def start_peer(peer, tools, backend_ports, workdir, proxy_cpu):
@@ -258,17 +269,17 @@ def start_peer(peer, tools, backend_ports, workdir, proxy_cpu):
         process = Process(peer, pinned(proxy_cpu, argv), workdir, env={"GRPC_BALANCER_LOG": "warn"})
     elif peer == "haproxy":
         config = workdir / "haproxy.cfg"
-        config.write_text(haproxy_config(port, backend_ports))
+        config.write_text(haproxy_config([("greeters", port, backend_ports)]))
         argv = [tools["haproxy"], "-db", "-f", str(config)]
         process = Process(peer, pinned(proxy_cpu, argv), workdir)
     elif peer == "nginx":
         config = workdir / "nginx.conf"
-        config.write_text(nginx_config(port, backend_ports, workdir))
+        config.write_text(nginx_config([("greeters", port, backend_ports)], workdir))
         argv = [tools["nginx"], "-p", str(workdir), "-c", str(config), "-e", "stderr"]
         process = Process(peer, pinned(proxy_cpu, argv), workdir)
     elif peer == "envoy":
         config = workdir / "envoy.yaml"
-        config.write_text(envoy_config(port, backend_ports))
+        config.write_text(envoy_config([("greeters", port, backend_ports)]))
         argv = [tools["envoy"], "-c", str(config), "--concurrency", "1", "--disable-hot-restart",
                 "--log-level", "error"]
         process = Process(peer, pinned(proxy_cpu, argv), workdir)

@@ -1,21 +1,23 @@
-//! Serves the greeter on one address until SIGTERM or Ctrl-C, then prints the
-//! calls it received as one JSON line on stdout.
+//! Serves the greeter on one address (or several, each a backend of its own)
+//! until SIGTERM or Ctrl-C, then prints the calls it received as one JSON
+//! line on stdout.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use grpc_balancer_greeter::{BackendError, BackendOptions, Faults, spawn_server};
+use grpc_balancer_greeter::{BackendError, BackendOptions, CallCounts, Faults, spawn_server};
 use tonic::Code;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
 #[command(about = "A gRPC greeter whose replies name the backend that answered")]
 struct Args {
-    /// Address to listen on.
-    #[arg(long)]
-    listen: SocketAddr,
+    /// Address to listen on. Repeated: one backend per address, named
+    /// NAME-PORT (a benchmark's hundreds of endpoints in one process).
+    #[arg(long, required = true)]
+    listen: Vec<SocketAddr>,
     /// Name put in every reply.
     #[arg(long)]
     name: String,
@@ -45,40 +47,65 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let mut options = BackendOptions::named(&args.name)
-        .with_version(&args.version)
-        .with_faults(Faults {
-            fail_with: args.fail_code.map(|code| {
-                (
-                    Code::from_i32(code),
-                    "failure configured on the command line".to_owned(),
-                )
-            }),
-            delay: args.delay_ms.map(Duration::from_millis),
-            ..Faults::default()
-        });
-    options.max_connection_age = args.max_connection_age_secs.map(Duration::from_secs);
-    let backend = spawn_server(args.listen, options).await?;
-    eprintln!("greeter {} listening on {}", args.name, backend.addr());
+    let several = args.listen.len() > 1;
+    let mut backends = Vec::with_capacity(args.listen.len());
+    for addr in &args.listen {
+        let name = if several {
+            format!("{}-{}", args.name, addr.port())
+        } else {
+            args.name.clone()
+        };
+        let mut options = BackendOptions::named(&name)
+            .with_version(&args.version)
+            .with_faults(Faults {
+                fail_with: args.fail_code.map(|code| {
+                    (
+                        Code::from_i32(code),
+                        "failure configured on the command line".to_owned(),
+                    )
+                }),
+                delay: args.delay_ms.map(Duration::from_millis),
+                ..Faults::default()
+            });
+        options.max_connection_age = args.max_connection_age_secs.map(Duration::from_secs);
+        let backend = spawn_server(*addr, options).await?;
+        eprintln!("greeter {name} listening on {}", backend.addr());
+        backends.push((name, backend));
+    }
 
     shutdown_signal().await?;
-    let counts = match backend.shutdown(Duration::from_secs(args.drain_secs)).await {
-        Ok(counts) => counts,
-        Err(BackendError::ShutdownTimeout { timeout, counts }) => {
-            // The counters still matter to whoever reads them (the benchmark).
-            tracing::warn!(
-                ?timeout,
-                "calls or connections were still open after the drain time"
-            );
-            counts
-        }
-        Err(error) => return Err(error).context("graceful shutdown"),
-    };
-    let stats = serde_json::json!({
+    let mut total = CallCounts::default();
+    let mut each = serde_json::Map::new();
+    for (name, backend) in backends {
+        let counts = match backend.shutdown(Duration::from_secs(args.drain_secs)).await {
+            Ok(counts) => counts,
+            Err(BackendError::ShutdownTimeout { timeout, counts }) => {
+                // The counters still matter to whoever reads them (the benchmark).
+                tracing::warn!(
+                    ?timeout,
+                    "calls or connections were still open after the drain time"
+                );
+                counts
+            }
+            Err(error) => return Err(error).context("graceful shutdown"),
+        };
+        total.say_hello += counts.say_hello;
+        total.say_hello_stream += counts.say_hello_stream;
+        total.collect_hellos += counts.collect_hellos;
+        total.chat += counts.chat;
+        total.answered_ok += counts.answered_ok;
+        total.answered_error += counts.answered_error;
+        each.insert(name, serde_json::to_value(counts)?);
+    }
+    // `counts`: all backends together; `backends`: each, when there are several.
+    let mut stats = serde_json::json!({
         "name": args.name,
         "version": args.version,
-        "counts": counts,
+        "counts": total,
     });
+    if several {
+        stats["backends"] = serde_json::Value::Object(each);
+    }
     println!("{stats}");
     Ok(())
 }
