@@ -549,6 +549,13 @@ impl AppState {
         b: &config::Balancing,
         listener: Option<TcpListener>,
     ) -> anyhow::Result<()> {
+        // At 0 before any failure, so increase() counts the first one.
+        let _ = self
+            .metrics
+            .listener_bind_errors
+            .get_or_create(&BalancingLabels {
+                balancing: b.name.clone(),
+            });
         let bound = match listener {
             Some(l) => Ok(l),
             None => b

@@ -44,6 +44,9 @@ impl SubsetShared {
             subset: name.to_owned(),
         };
         let duration = metrics.call_duration.get_or_create_owned(&labels).0;
+        // Exported at 0 before the first ejection: a series born at 1 would
+        // hide that ejection from increase() and rate().
+        let _ = metrics.ejections.get_or_create(&labels);
         SubsetShared {
             balancing: balancing.into(),
             name: name.into(),
@@ -56,5 +59,29 @@ impl SubsetShared {
             duration,
             metrics,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ejection_counter_exists_from_the_subsets_start() {
+        let (metrics, registry) = Metrics::new();
+        let _shared = SubsetShared::new(
+            "b",
+            "s",
+            OutlierSettings::from(&grpc_balancer_crds::config::OutlierDetection::default()),
+            Arc::new(Notify::new()),
+            metrics,
+        );
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+        // At 0 before any ejection: increase() then counts the first one.
+        assert!(
+            text.contains("grpc_balancer_ejections_total{balancing=\"b\",subset=\"s\"} 0"),
+            "{text}"
+        );
     }
 }

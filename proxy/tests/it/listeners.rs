@@ -126,6 +126,13 @@ async fn a_listener_that_cannot_bind_is_retried_and_reported_until_it_binds() {
         answered_by(free, "b0").await
     })
     .await;
+    // A balancing's bind-failure counter exists from its start, at 0, so that
+    // increase() sees its first failure.
+    let (_, metrics) = admin_get(admin, "/metrics").await;
+    assert!(
+        metrics.contains("grpc_balancer_listener_bind_errors_total{balancing=\"early\"} 0"),
+        "{metrics}"
+    );
 
     write(
         &path,
