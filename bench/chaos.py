@@ -38,6 +38,7 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 
 from cluster import (ClientLog, Node, PodWatch, create_namespace, in_flight_by_address, kubectl,
                      kubectl_result, load_client_deployment, log, now_ms, on_push,
@@ -217,21 +218,33 @@ class Chaos:
         started = now_ms()
         kills = []
         for i in range(self.args.kills):
-            pod = self.backend_pods()[i % self.args.backends]
+            pods = self.backend_pods()
+            pod = pods[i % len(pods)]
             ip = self.watch.ip_of(pod)
-            cid, restarts, _ = self.watch.container(pod, "greeter")
+            cid, restarts, _ = wait_for(f"{pod}'s greeter container", 10,
+                                        lambda: self.watch.container(pod, "greeter"))
             pid = self.node.pid(cid)
             if pid is None:
                 raise RuntimeError(f"{pod}: no running greeter container {cid}")
             # The moment: what the proxy has in flight on the pod, read just
-            # before the kill.
+            # before the kill, then read again and again until the proxy has
+            # seen the connection end (the count drops to 0). A call the
+            # proxy sends in the instant between the kill and its noticing
+            # is in flight on the pod too: the highest reading counts.
+            address = f"{ip}:50051"
             read_at = time.monotonic()
-            in_flight = in_flight_by_address(proxy_endpoints(self.client_ip)).get(
-                f"{ip}:50051", 0)
+            before = in_flight_by_address(proxy_endpoints(self.client_ip)).get(address, 0)
             killed_at_ms = now_ms()
             os.kill(pid, signal.SIGKILL)
             gap_ms = (time.monotonic() - read_at) * 1000
-            after = in_flight_by_address(proxy_endpoints(self.client_ip)).get(f"{ip}:50051", 0)
+            after = []
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                n = in_flight_by_address(proxy_endpoints(self.client_ip)).get(address, 0)
+                after.append(n)
+                if n == 0:
+                    break
+            in_flight = max([before, *after])
             wait_for(f"{pod}'s greeter restarted by the kubelet", 60,
                      lambda: (self.watch.container(pod, "greeter") or ("", 0, False))[1]
                      > restarts, every=0.1)
@@ -242,13 +255,13 @@ class Chaos:
                      lambda: (self.log.last_call(pod) or 0) > killed_at_ms, every=0.1)
             back_ms = self.log.last_call(pod) - killed_at_ms
             window = self.settle(killed_at_ms - WINDOW_MS)
-            kills.append({"pod": pod, "in_flight": in_flight, "read_to_kill_ms": round(gap_ms, 2),
-                          "in_flight_after_kill": after,
+            kills.append({"pod": pod, "in_flight": in_flight, "in_flight_before_kill": before,
+                          "read_to_kill_ms": round(gap_ms, 2), "in_flight_after_kill": after,
                           "failed": window["failed"], "failure_messages":
                           window["failure_messages"], "called_again_after_ms": back_ms})
-            log(f"  SIGKILL {pod} (pid {pid}): {in_flight} calls in flight on it "
-                f"(read {gap_ms:.1f} ms before), {window['failed']} failed, called again "
-                f"{back_ms} ms later")
+            log(f"  SIGKILL {pod} (pid {pid}): {in_flight} calls in flight on it ({before} "
+                f"read {gap_ms:.1f} ms before the kill, then {after}), {window['failed']} "
+                f"failed, called again {back_ms} ms later")
             time.sleep(2)
         counts = self.settle(started)
         in_flight = sum(k["in_flight"] for k in kills)
@@ -360,7 +373,9 @@ class Chaos:
                                       stdin=annotated_pod(name, self.args.tag))
         message = err.strip()
         exists = kubectl_result("-n", NS, "get", "pod", name)[0] == 0
-        clear = "failed calling webhook" in message and "grpc-balancer" in message
+        # The apiserver's refusal names the webhook and says why it failed.
+        clear = ('failed calling webhook "sidecar-injector.grpcbalancer.io"' in message
+                 and "grpc-balancer" in message)
         helm_upgrade(self.release_ns, "webhook.failurePolicy=Ignore")
         self.scale(self.release_ns, self.operator, self.operator_replicas, selector)
         wait_for("the client on the push stream again", 120,
@@ -373,7 +388,8 @@ class Chaos:
 
     def sidecar_kill(self):
         started = now_ms()
-        cid, restarts, _ = self.client_watch.container(self.client_pod, PROXY)
+        cid, restarts, _ = wait_for("the proxy container", 10,
+                                    lambda: self.client_watch.container(self.client_pod, PROXY))
         pid = self.node.pid(cid)
         if pid is None:
             raise RuntimeError(f"{self.client_pod}: no running proxy container {cid}")
@@ -414,8 +430,8 @@ class Chaos:
             log(f"scenario {name}")
             try:
                 getattr(self, name.replace("-", "_"))()
-            except (RuntimeError, TimeoutError, OSError) as e:
-                log(f"{name}: could not run: {e}")
+            except Exception as e:  # one scenario's trouble is reported, the next runs
+                log(f"{name}: could not run: {e!r}\n{traceback.format_exc()}")
                 self.results.append({"scenario": name, "passed": False, "error": str(e),
                                      "ok": 0, "failed": 0, "skipped": 0, "bar": ""})
         self.total = self.log.counts_between(0, now_ms())
@@ -442,7 +458,8 @@ def print_report(results, total):
             print(f"{'':<38} failures: {r['failure_messages']}")
         for k in r.get("kills", []):
             print(f"{'':<38} SIGKILL {k['pod']}: {k['in_flight']} in flight "
-                  f"(read {k['read_to_kill_ms']} ms before the kill), {k['failed']} failed")
+                  f"({k['in_flight_before_kill']} read {k['read_to_kill_ms']} ms before the kill, "
+                  f"then {k['in_flight_after_kill']}), {k['failed']} failed")
         if extra:
             print(f"{'':<38} {json.dumps(extra)}")
     print(f"all scenarios: {total['ok']} calls ok, {total['failed']} failed, "
