@@ -206,6 +206,7 @@ class Chaos:
     def record(self, name, counts, bar, passed, **figures):
         result = {"scenario": name, "ok": counts["ok"], "failed": counts["failed"],
                   "skipped": counts["skipped"], "failure_messages": counts["failure_messages"],
+                  "max_latency_ms": counts["max_latency_ms"],
                   "bar": bar, "passed": bool(passed), **figures}
         self.results.append(result)
         log(f"{name}: {counts['ok']} ok, {counts['failed']} failed "
@@ -407,7 +408,7 @@ class Chaos:
         try:
             # Recovered: a whole window of calls answered, none failed.
             def clean_window():
-                for at, ok, failed, _, _, _ in list(self.log.windows):
+                for at, ok, failed, _, _, _, _ in list(self.log.windows):
                     if at > killed_at + WINDOW_MS and ok > 0 and failed == 0:
                         return at
                 return None

@@ -192,7 +192,8 @@ class ClientLog:
         self.lock = threading.Lock()
         self.first = {}
         self.last = {}
-        self.windows = []  # (at_ms, ok, failed, failure_messages, skipped, by_backend calls)
+        # (at_ms, ok, failed, failure_messages, skipped, by_backend calls, max latency ms)
+        self.windows = []
         self.seen_windows = set()
         self.stopped = False
         self.proc = None
@@ -229,7 +230,8 @@ class ClientLog:
                     self.last[backend] = max(self.last.get(backend, 0), b["last_sent_ms"])
                 self.windows.append((w["at_ms"], w["ok"], w["failed"],
                                      w.get("failure_messages", {}), w.get("skipped", 0),
-                                     {k: b["calls"] for k, b in by_backend.items()}))
+                                     {k: b["calls"] for k, b in by_backend.items()},
+                                     w.get("max_latency_ms", 0)))
 
     def first_call(self, backend):
         with self.lock:
@@ -253,6 +255,13 @@ class ClientLog:
         with self.lock:
             return [(w[0], w[3]) for w in self.windows if w[2]]
 
+    def slowest_windows(self, start_ms, end_ms, n):
+        """(window end, longest call ms) of the `n` windows in (start, end]
+        with the longest calls, slowest first."""
+        with self.lock:
+            found = [(w[0], w[6]) for w in self.windows if start_ms < w[0] <= end_ms]
+        return sorted(found, key=lambda w: -w[1])[:n]
+
     def calls_between(self, start_ms, end_ms):
         """(ok, failed, messages) of the windows ending in (start, end]."""
         c = self.counts_between(start_ms, end_ms)
@@ -261,13 +270,15 @@ class ClientLog:
     def counts_between(self, start_ms, end_ms):
         """Every count of the windows ending in (start, end]: ok, failed,
         skipped (not started: the client's concurrency was in use), the
-        failures by message, the calls per backend and the windows."""
+        failures by message, the calls per backend, the windows and the
+        longest call."""
         out = {"ok": 0, "failed": 0, "skipped": 0, "failure_messages": {},
-               "by_backend": {}, "windows": 0}
+               "by_backend": {}, "windows": 0, "max_latency_ms": 0}
         with self.lock:
-            for at, ok, failed, messages, skipped, by_backend in self.windows:
+            for at, ok, failed, messages, skipped, by_backend, latency in self.windows:
                 if start_ms < at <= end_ms:
                     out["windows"] += 1
+                    out["max_latency_ms"] = max(out["max_latency_ms"], latency)
                     out["ok"] += ok
                     out["failed"] += failed
                     out["skipped"] += skipped

@@ -212,7 +212,7 @@ class Soak:
         anomalies = []
         with self.log.lock:
             windows = list(self.log.windows)
-        for at, _, failed, messages, skipped, _ in windows:
+        for at, _, failed, messages, skipped, _, _ in windows:
             if failed or skipped:
                 before = [what for t, what in self.events if t <= at]
                 anomalies.append({"window_end_ms": at, "failed": failed, "skipped": skipped,
@@ -244,6 +244,13 @@ class Soak:
                 "config_changes": self.config_changes, "configs_applied": self.configs_applied,
                 "proxy_restarts": restarts,
                 "rss_kib": rss, "fds": fds, "tasks": tasks, "threads": threads,
+                "slowest_windows": [
+                    {"window_end_ms": at, "max_latency_ms": ms,
+                     "after": ([what for t, what in self.events if t <= at] or ["start"])[-1],
+                     "ms_after": at - max((t for t, _ in self.events if t <= at),
+                                          default=self.started_ms)}
+                    for at, ms in self.log.slowest_windows(self.started_ms,
+                                                           self.ended_ms + WINDOW_MS, 5)],
                 "samples": self.samples, "anomalies": anomalies, "events": self.events,
                 "checks": checks,
                 "passed": all(checks.values())}
@@ -266,6 +273,10 @@ def print_report(r):
                   f"  end {t['end'] / scale:>7.1f}  (median first third "
                   f"{t['first_third_median'] / scale:.1f}, last third "
                   f"{t['last_third_median'] / scale:.1f})")
+    print(f"  longest call: {c['max_latency_ms']} ms; the slowest windows:")
+    for w in r["slowest_windows"]:
+        print(f"    window ending {w['window_end_ms']}: {w['max_latency_ms']} ms "
+              f"({w['ms_after']} ms after: {w['after']})")
     for a in r["anomalies"]:
         print(f"  window ending {a['window_end_ms']}: {a['failed']} failed, {a['skipped']} not "
               f"started {a['failure_messages'] or ''} ({a['ms_after']} ms after: {a['after']})")
