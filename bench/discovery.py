@@ -22,94 +22,17 @@ records when each turns Ready or is deleted, so that:
 
 import argparse
 import json
-import statistics
-import subprocess
 import sys
-import threading
 import time
-import urllib.request
+
+from cluster import (ClientLog, PodWatch, Watch, applied_configs, create_namespace,
+                     greeter_balancing, greeter_pod, kubectl, load_client_deployment, log,
+                     now_ms, on_dns, on_push, proxy_metrics, set_log_prefix, summary, wait_for)
 
 NS = "discovery-measure"
 CLIENTS = ("push", "dns")
 RATE = 200  # calls per second per client
 WINDOW_MS = 250
-PRESTOP_S = 5
-
-
-def log(msg):
-    print(f"[measure-discovery] {msg}", file=sys.stderr, flush=True)
-
-
-def now_ms():
-    return int(time.time() * 1000)
-
-
-def kubectl(*args, stdin=None, check=True, timeout=60):
-    proc = subprocess.run(
-        ["kubectl", "--request-timeout", "20s", *args],
-        input=stdin, capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise RuntimeError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
-    return proc.stdout
-
-
-def wait_for(what, seconds, check, every=0.02):
-    """Polls `check` until it returns a true value or the time is up."""
-    deadline = time.monotonic() + seconds
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"{what}: not within {seconds} s")
-        time.sleep(every)
-
-
-class Watch:
-    """A `kubectl get --watch` stream; each event is stamped on arrival."""
-
-    def __init__(self, *selector):
-        self.lock = threading.Lock()
-        self.selector = selector
-        self.stopped = False
-        self.proc = None
-        threading.Thread(target=self._follow, daemon=True).start()
-
-    def _follow(self):
-        # A watch the apiserver or the network drops is started again; it
-        # lists what exists first, so nothing is missed, only seen later.
-        while not self.stopped:
-            self.proc = subprocess.Popen(
-                ["kubectl", "-n", NS, "get", *self.selector, "--watch",
-                 "--output-watch-events", "-o", "json"],
-                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-            self._read()
-            self.proc.wait()
-
-    def _read(self):
-        decoder = json.JSONDecoder()
-        buf = ""
-        for line in self.proc.stdout:
-            buf += line
-            while True:
-                stripped = buf.lstrip()
-                if not stripped:
-                    buf = ""
-                    break
-                try:
-                    event, end = decoder.raw_decode(stripped)
-                except json.JSONDecodeError:
-                    break
-                buf = stripped[end:]
-                self._event(event, now_ms())
-
-    def _event(self, event, at):
-        raise NotImplementedError
-
-    def stop(self):
-        self.stopped = True
-        if self.proc is not None:
-            self.proc.kill()
 
 
 class BalancingWatch(Watch):
@@ -117,7 +40,7 @@ class BalancingWatch(Watch):
 
     def __init__(self):
         self.seen_ms = {}
-        super().__init__("grpcbalancing", "greeter")
+        super().__init__(NS, "grpcbalancing", "greeter")
 
     def _event(self, event, at):
         generation = event.get("object", {}).get("metadata", {}).get("generation")
@@ -130,240 +53,15 @@ class BalancingWatch(Watch):
             return self.seen_ms.get(generation)
 
 
-class PodWatch(Watch):
-    """Ready and deletion times of the greeter pods."""
-
-    def __init__(self):
-        self.ready_ms = {}
-        self.deleting_ms = {}
-        self.ip = {}
-        self.gone = set()
-        super().__init__("pods", "-l", "app=greeter")
-
-    def _event(self, event, at):
-        pod = event.get("object", {})
-        name = pod.get("metadata", {}).get("name")
-        if not name:
-            return
-        with self.lock:
-            if event.get("type") == "DELETED":
-                self.gone.add(name)
-                return
-            if pod.get("metadata", {}).get("deletionTimestamp") and name not in self.deleting_ms:
-                self.deleting_ms[name] = at
-            ready = any(c.get("type") == "Ready" and c.get("status") == "True"
-                        for c in pod.get("status", {}).get("conditions", []))
-            if ready and name not in self.ready_ms:
-                self.ready_ms[name] = at
-            if pod.get("status", {}).get("podIP"):
-                self.ip[name] = pod["status"]["podIP"]
-
-    def ready_at(self, name):
-        with self.lock:
-            return self.ready_ms.get(name)
-
-    def deleting_at(self, name):
-        with self.lock:
-            return self.deleting_ms.get(name)
-
-    def is_gone(self, name):
-        with self.lock:
-            return name in self.gone
-
-
-class ClientLog:
-    """One client's report lines, merged: per backend the first and last
-    call sent, and the failed calls per window."""
-
-    def __init__(self, client):
-        self.client = client
-        self.lock = threading.Lock()
-        self.first = {}
-        self.last = {}
-        self.windows = []  # (at_ms, ok, failed, failure_messages)
-        pod = kubectl("-n", NS, "get", "pods", "-l", f"app=client-{client}",
-                      "-o", "jsonpath={.items[0].metadata.name}")
-        self.pod = pod.strip()
-        self.seen_windows = set()
-        self.stopped = False
-        self.proc = None
-        threading.Thread(target=self._follow, daemon=True).start()
-
-    def _follow(self):
-        # A dropped log stream is followed again from the start; windows
-        # already counted are skipped by their end time.
-        while not self.stopped:
-            self.proc = subprocess.Popen(
-                ["kubectl", "-n", NS, "logs", "-f", self.pod, "-c", "client"],
-                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-            self._read()
-            self.proc.wait()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            try:
-                w = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            with self.lock:
-                if w["at_ms"] in self.seen_windows:
-                    continue
-                self.seen_windows.add(w["at_ms"])
-                for backend, b in w.get("by_backend", {}).items():
-                    self.first[backend] = min(self.first.get(backend, b["first_sent_ms"]),
-                                              b["first_sent_ms"])
-                    self.last[backend] = max(self.last.get(backend, 0), b["last_sent_ms"])
-                self.windows.append((w["at_ms"], w["ok"], w["failed"],
-                                     w.get("failure_messages", {})))
-
-    def first_call(self, backend):
-        with self.lock:
-            return self.first.get(backend)
-
-    def last_call(self, backend):
-        with self.lock:
-            return self.last.get(backend)
-
-    def reported_until(self):
-        with self.lock:
-            return self.windows[-1][0] if self.windows else 0
-
-    def failure_windows(self):
-        """(window end, failure messages) of every window with a failure."""
-        with self.lock:
-            return [(at, messages) for at, _, failed, messages in self.windows if failed]
-
-    def calls_between(self, start_ms, end_ms):
-        """(ok, failed, messages) of the windows ending in (start, end]."""
-        ok = failed = 0
-        messages = {}
-        with self.lock:
-            for at, w_ok, w_failed, w_messages in self.windows:
-                if start_ms < at <= end_ms:
-                    ok += w_ok
-                    failed += w_failed
-                    for m, n in w_messages.items():
-                        messages[m] = messages.get(m, 0) + n
-        return ok, failed, messages
-
-    def stop(self):
-        self.stopped = True
-        if self.proc is not None:
-            self.proc.kill()
-
-
-def greeter_pod(name, version, tag):
-    return f"""
-apiVersion: v1
-kind: Pod
-metadata: {{name: {name}, labels: {{app: greeter, version: {version}}}}}
-spec:
-  terminationGracePeriodSeconds: 20
-  securityContext: {{runAsNonRoot: true, seccompProfile: {{type: RuntimeDefault}}}}
-  containers:
-  - name: greeter
-    image: localhost/grpc-balancer-greeter:{tag}
-    imagePullPolicy: Never
-    args: ["--listen", "0.0.0.0:50051", "--name", "{name}", "--version", "{version}"]
-    ports: [{{containerPort: 50051, name: grpc}}]
-    readinessProbe:
-      grpc: {{port: 50051}}
-      periodSeconds: 1
-    lifecycle:
-      preStop: {{sleep: {{seconds: {PRESTOP_S}}}}}
-    securityContext:
-      allowPrivilegeEscalation: false
-      capabilities: {{drop: [ALL]}}
-      readOnlyRootFilesystem: true
-"""
-
-
-def balancing(v1, v2):
-    return f"""
-apiVersion: grpcbalancer.io/v1alpha1
-kind: GrpcBalancing
-metadata: {{name: greeter}}
-spec:
-  selector: {{app: greeter}}
-  port: 50051
-  listenerPort: 15001
-  policy: {{kind: round_robin}}
-  subsets:
-  - {{name: v1, labels: {{version: v1}}, weight: {v1}}}
-  - {{name: v2, labels: {{version: v2}}, weight: {v2}}}
-"""
+def client_log(client):
+    pod = kubectl("-n", NS, "get", "pods", "-l", f"app=client-{client}",
+                  "-o", "jsonpath={.items[0].metadata.name}").strip()
+    return ClientLog(NS, pod)
 
 
 def client_deployment(client, tag):
-    discovery = "dns" if client == "dns" else "push"
-    return f"""
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: client-{client}}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: client-{client}}}}}
-  template:
-    metadata:
-      labels: {{app: client-{client}}}
-      annotations:
-        grpcbalancer.io/sidecar.inject: "true"
-        grpcbalancer.io/discovery: {discovery}
-    spec:
-      terminationGracePeriodSeconds: 1
-      securityContext: {{runAsNonRoot: true, seccompProfile: {{type: RuntimeDefault}}}}
-      containers:
-      - name: client
-        image: localhost/grpc-balancer-load-client:{tag}
-        imagePullPolicy: Never
-        args: ["--target", "http://$(GRPC_BALANCER_GREETER_ADDR)", "--rate", "{RATE}",
-               "--concurrency", "32", "--timeout-ms", "5000", "--window-ms", "{WINDOW_MS}",
-               "--duration-s", "7200"]
-        securityContext:
-          allowPrivilegeEscalation: false
-          capabilities: {{drop: [ALL]}}
-          readOnlyRootFilesystem: true
-"""
-
-
-def proxy_metrics(ip):
-    """The proxy's metrics (its admin port answers /metrics to any peer;
-    /endpoints only to the pod itself), as {"name{labels}": value}."""
-    with urllib.request.urlopen(f"http://{ip}:9901/metrics", timeout=2) as r:
-        text = r.read().decode()
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            try:
-                values[key] = float(value)
-            except ValueError:
-                pass
-    return values
-
-
-def applied_configs(metrics):
-    return metrics.get('grpc_balancer_config_reloads_total{result="applied"}', 0)
-
-
-def on_push(metrics):
-    return (metrics.get("grpc_balancer_discovery_push_connected") == 1
-            and metrics.get('grpc_balancer_discovery_subsets{source="push"}', 0) > 0
-            and metrics.get('grpc_balancer_discovery_subsets{source="dns"}', 0) == 0)
-
-
-def on_dns(metrics):
-    return (metrics.get("grpc_balancer_discovery_push_connected", 0) == 0
-            and metrics.get('grpc_balancer_discovery_subsets{source="push"}', 0) == 0)
-
-
-def summary(values):
-    if not values:
-        return {"n": 0}
-    ordered = sorted(values)
-    p99 = ordered[min(len(ordered) - 1, max(0, round(0.99 * len(ordered) + 0.5) - 1))]
-    return {"n": len(values), "median_ms": statistics.median(ordered), "p99_ms": p99,
-            "max_ms": ordered[-1], "min_ms": ordered[0]}
+    return load_client_deployment(f"client-{client}", tag, RATE, WINDOW_MS, 7200,
+                                  discovery="dns" if client == "dns" else "push")
 
 
 class Measurement:
@@ -383,16 +81,12 @@ class Measurement:
     # --- set-up ---------------------------------------------------------------
 
     def set_up(self):
-        kubectl("create", "namespace", NS)
-        kubectl("label", "namespace", NS, "pod-security.kubernetes.io/enforce=restricted")
-        wait_for("the default ServiceAccount", 30,
-                 lambda: kubectl("-n", NS, "get", "serviceaccount", "default", check=False),
-                 every=0.25)
-        self.watch = PodWatch()
+        create_namespace(NS)
+        self.watch = PodWatch(NS)
         for _ in range(2):
             self.add_pod("v1")
         self.add_pod("v2")
-        kubectl("-n", NS, "apply", "-f", "-", stdin=balancing(75, 25))
+        kubectl("-n", NS, "apply", "-f", "-", stdin=greeter_balancing(75, 25))
         kubectl("-n", NS, "wait", "--for=condition=Ready", "grpcbalancing/greeter",
                 "--timeout", "60s", timeout=90)
         self.balancing_watch = BalancingWatch()
@@ -403,7 +97,7 @@ class Measurement:
             kubectl("-n", NS, "apply", "-f", "-", stdin=client_deployment(client, self.tag))
         kubectl("-n", NS, "rollout", "status", "deployment/client-push", "deployment/client-dns",
                 "--timeout", "180s", timeout=200)
-        self.logs = {c: ClientLog(c) for c in CLIENTS}
+        self.logs = {c: client_log(c) for c in CLIENTS}
         self.client_ip = {}
         for client in CLIENTS:
             self.client_ip[client] = kubectl(
@@ -507,7 +201,7 @@ class Measurement:
         before = {c: applied_configs(proxy_metrics(self.client_ip[c])) for c in CLIENTS}
         started = now_ms()
         generation = int(kubectl("-n", NS, "apply", "-f", "-", "-o",
-                                 "jsonpath={.metadata.generation}", stdin=balancing(v1, v2)))
+                                 "jsonpath={.metadata.generation}", stdin=greeter_balancing(v1, v2)))
         accepted = wait_for("the change in the watch", 30,
                             lambda: self.balancing_watch.seen_at(generation))
         self.results["apply_to_accepted"].append(accepted - started)
@@ -650,6 +344,7 @@ def print_table(report):
 
 
 def main():
+    set_log_prefix("measure-discovery")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tag", required=True, help="the images' tag")
     parser.add_argument("--release-namespace", default="grpc-balancer")

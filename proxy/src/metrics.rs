@@ -121,6 +121,10 @@ pub struct Metrics {
     pub unbalanced_connections: Family<BalancingLabels, Counter>,
     pub listeners_unbound: Gauge,
     pub listener_bind_errors: Family<BalancingLabels, Counter>,
+    /// Tasks alive on the proxy's runtime, read when `/metrics` is scraped:
+    /// a count that keeps growing under steady load is a leak (a connection,
+    /// call or watch whose task never ends).
+    pub runtime_tasks: Gauge,
     pub push: PushMetrics,
     /// How many live endpoints hold each (balancing, subset, endpoint) call
     /// series. A reload starts new endpoints beside the old ones with the
@@ -146,6 +150,7 @@ impl Metrics {
             unbalanced_connections: Family::default(),
             listeners_unbound: Gauge::default(),
             listener_bind_errors: Family::default(),
+            runtime_tasks: Gauge::default(),
             push: PushMetrics::default(),
             call_series_holders: Arc::default(),
         };
@@ -216,6 +221,11 @@ impl Metrics {
             "listener_bind_errors",
             "Failed attempts to bind a balancing's listener",
             m.listener_bind_errors.clone(),
+        );
+        r.register(
+            "runtime_tasks",
+            "Tasks alive on the proxy's async runtime (connections, calls, discovery, admin)",
+            m.runtime_tasks.clone(),
         );
         r.register(
             "discovery_push_connected",

@@ -222,6 +222,12 @@ async fn metrics(State(state): State<AdminState>) -> Response {
 /// expire without an event, and the call path stays free of gauge updates.
 fn refresh_gauges(state: &dyn AdminView) {
     let m = state.metrics();
+    // The admin server runs on the proxy's one runtime, so the current
+    // handle is the one whose tasks are counted.
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        m.runtime_tasks
+            .set(i64::try_from(runtime.metrics().num_alive_tasks()).unwrap_or(i64::MAX));
+    }
     m.endpoints.clear();
     m.calls_in_flight.clear();
     for (_, b) in state.balancings() {

@@ -27,6 +27,7 @@ mod push;
 mod queue;
 mod resilience;
 mod retries;
+mod runtime_tasks;
 mod service_names;
 mod sigterm;
 mod subsets;

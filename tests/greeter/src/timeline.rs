@@ -46,6 +46,9 @@ pub struct TimelineWindow {
     pub by_backend: BTreeMap<String, BackendWindow>,
     /// One entry per distinct failure (code and message).
     pub failure_messages: BTreeMap<String, u64>,
+    /// The longest call that ended in the window, from sent to its outcome
+    /// (milliseconds): a stall shows here before calls start to fail.
+    pub max_latency_ms: u64,
 }
 
 fn unix_ms(at: SystemTime) -> u64 {
@@ -54,7 +57,8 @@ fn unix_ms(at: SystemTime) -> u64 {
 }
 
 impl TimelineWindow {
-    fn record(&mut self, sent_ms: u64, outcome: crate::client::CallOutcome) {
+    fn record(&mut self, sent_ms: u64, ended_ms: u64, outcome: crate::client::CallOutcome) {
+        self.max_latency_ms = self.max_latency_ms.max(ended_ms.saturating_sub(sent_ms));
         match outcome {
             Ok(mut backends) => {
                 self.ok += 1;
@@ -122,12 +126,15 @@ pub async fn run_timeline(
                 tokio::spawn(async move {
                     let sent_ms = unix_ms(SystemTime::now());
                     let outcome = one_call(client, &options, &metadata).await;
+                    let ended_ms = unix_ms(SystemTime::now());
                     drop(permit);
                     // The receiver outlives every call task but the last few.
-                    let _ = outcomes.send((sent_ms, outcome));
+                    let _ = outcomes.send((sent_ms, ended_ms, outcome));
                 });
             }
-            Some((sent_ms, outcome)) = outcome_receiver.recv() => window.record(sent_ms, outcome),
+            Some((sent_ms, ended_ms, outcome)) = outcome_receiver.recv() => {
+                window.record(sent_ms, ended_ms, outcome);
+            }
             _ = windows.tick() => {
                 window.at_ms = unix_ms(SystemTime::now());
                 if !emit(&window) || Instant::now() >= ends {
@@ -147,11 +154,11 @@ mod tests {
     #[test]
     fn a_window_keeps_each_backends_first_and_last_send_time() {
         let mut w = TimelineWindow::default();
-        w.record(200, Ok(vec!["a".into()]));
-        w.record(100, Ok(vec!["a".into()]));
-        w.record(300, Ok(vec!["a".into(), "a".into()]));
-        w.record(150, Ok(vec!["b".into()]));
-        w.record(160, Err(Status::unavailable("gone")));
+        w.record(200, 210, Ok(vec!["a".into()]));
+        w.record(100, 105, Ok(vec!["a".into()]));
+        w.record(300, 301, Ok(vec!["a".into(), "a".into()]));
+        w.record(150, 190, Ok(vec!["b".into()]));
+        w.record(160, 230, Err(Status::unavailable("gone")));
         assert_eq!(
             w.by_backend["a"],
             BackendWindow {
@@ -163,5 +170,6 @@ mod tests {
         assert_eq!(w.by_backend["b"].calls, 1);
         assert_eq!((w.ok, w.failed), (4, 1));
         assert_eq!(w.failure_messages["UNAVAILABLE: gone"], 1);
+        assert_eq!(w.max_latency_ms, 70, "the failed call took longest");
     }
 }
