@@ -4,6 +4,14 @@
 //! `tests/` replays the checked-in seeds and every past finding through the
 //! same functions in the normal build, so a finding stays fixed.
 
+pub mod canned_dns;
+pub mod cut;
+pub mod discovery_update;
+pub mod dns_answer;
+
+pub use discovery_update::discovery_update;
+pub use dns_answer::dns_answer;
+
 /// A fuzz target's body: the bytes libFuzzer made up.
 pub type Target = fn(&[u8]);
 
@@ -13,7 +21,39 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("grpc_wire", grpc_wire),
     ("admission_review", admission_review),
     ("balancing_render", balancing_render),
+    ("dns_answer", dns_answer),
+    ("discovery_update", discovery_update),
 ];
+
+/// A target's seeds, each by file name.
+pub type Seeds = Vec<(&'static str, Vec<u8>)>;
+
+/// What makes a target's seeds.
+pub type SeedMaker = fn() -> Seeds;
+
+/// The targets whose seeds are made by code (checked in; a test fails when
+/// they drift).
+pub const GENERATED_SEEDS: &[(&str, SeedMaker)] = &[
+    ("dns_answer", dns_answer::seeds),
+    ("discovery_update", discovery_update::seeds),
+];
+
+/// One runtime for the asynchronous targets: a single thread, and a clock
+/// that jumps ahead whenever every task waits, so a timeout in the code
+/// under test costs no time.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => panic!("no tokio runtime: {e}"),
+        }
+    })
+}
 
 /// The proxy's configuration file, as the mounted ConfigMap may hold it.
 /// Parsing never panics, and the strict and the lenient parser agree: a
@@ -47,13 +87,23 @@ pub fn proxy_config(data: &[u8]) {
 
 /// What the proxy reads of a peer's gRPC bytes itself (everything else it
 /// passes on untouched): a `grpc-timeout` header, a `grpc-status` header or
-/// trailer, and a length-prefixed health-check answer. The input is split at
-/// its first two newlines into the three. No panic; a timeout that parses
-/// renders back to one at least as long (a peer never gets a shorter
-/// deadline than the client asked for); a status is at most three digits.
+/// trailer, and the answer to a health check. The input is split at its
+/// first two newlines into the three. The third part is one byte (its low
+/// four bits the number of cuts), a big-endian u16 per cut, then the body
+/// of the health check's answer, sent in DATA frames cut there; the second
+/// part is the answer's `grpc-status` (in its trailers, or in its headers
+/// when the body is empty: a trailers-only answer).
+///
+/// No panic; a timeout that parses renders back to one at least as long (a
+/// peer never gets a shorter deadline than the client asked for); a status
+/// is at most three digits; the health check reads SERVING exactly when the
+/// status is OK and the body's first message decodes (as protobuf, with
+/// prost) to a `HealthCheckResponse` with status SERVING, and reads an
+/// answer that does not decode as an error.
 pub fn grpc_wire(data: &[u8]) {
+    use futures::StreamExt as _;
     use grpc_balancer_proxy::fuzzing::{
-        decode_health_status, grpc_status_of, parse_grpc_timeout, render_grpc_timeout,
+        grpc_status_of, health_answer, parse_grpc_timeout, render_grpc_timeout,
     };
     let mut parts = data.splitn(3, |b| *b == b'\n');
     let timeout = parts.next().unwrap_or_default();
@@ -69,14 +119,49 @@ pub fn grpc_wire(data: &[u8]) {
             None => panic!("{d:?} rendered as {rendered:?}, which does not parse"),
         }
     }
+    let mut status_headers = http::HeaderMap::new();
     if let Ok(value) = http::HeaderValue::from_bytes(status) {
-        let mut headers = http::HeaderMap::new();
-        headers.insert("grpc-status", value);
-        if let Some(code) = grpc_status_of(&headers) {
+        status_headers.insert("grpc-status", value);
+        if let Some(code) = grpc_status_of(&status_headers) {
             assert!(code.value() <= 999, "{code:?} from {status:?}");
         }
     }
-    let _ = decode_health_status(health);
+
+    let (_, chunks, body) = cut::cut(health);
+    let frames = chunks.into_iter().map(http_body::Frame::data);
+    let mut response = http::Response::new(http_body_util::StreamBody::new(
+        futures::stream::iter(frames.map(Ok::<_, std::convert::Infallible>)).chain(
+            futures::stream::iter(
+                (!body.is_empty()).then(|| Ok(http_body::Frame::trailers(status_headers.clone()))),
+            ),
+        ),
+    ));
+    if body.is_empty() {
+        *response.headers_mut() = status_headers.clone();
+    }
+    let read = runtime().block_on(health_answer(response));
+    let ok = grpc_status_of(&status_headers).map(|c| c.value()) == Some(0);
+    let expected = ok.then(|| serving_per_prost(&body)).flatten();
+    match (read, expected) {
+        (Ok(serving), Some(want)) => assert_eq!(serving, want, "SERVING misread"),
+        (Err(_), None) => {}
+        (read, expected) => panic!(
+            "the health check read {read:?}; status OK: {ok}, prost reads SERVING: {expected:?}"
+        ),
+    }
+}
+
+/// Whether the first length-prefixed message of `body` is, for prost, a
+/// `HealthCheckResponse` with status SERVING (None: it is not one).
+fn serving_per_prost(body: &[u8]) -> Option<bool> {
+    use prost::Message as _;
+    let (&[0], len) = (body.get(..1)?, body.get(1..5)?) else {
+        return None;
+    };
+    let len = usize::try_from(u32::from_be_bytes(len.try_into().ok()?)).ok()?;
+    let message = body.get(5..5usize.checked_add(len)?)?;
+    let response = tonic_health::pb::HealthCheckResponse::decode(message).ok()?;
+    Some(response.status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
 }
 
 /// An AdmissionReview as the apiserver (or anyone reaching the webhook)

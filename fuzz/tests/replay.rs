@@ -56,3 +56,41 @@ fn every_fuzz_binary_is_replayed() {
     assert!(!binaries.is_empty(), "no [[bin]] found in fuzz/Cargo.toml");
     assert_eq!(binaries, replayed);
 }
+
+/// The seeds made by code are the checked-in files; `FUZZ_WRITE_SEEDS=1
+/// cargo test -p grpc-balancer-fuzz` writes them after a change.
+#[test]
+fn generated_seeds_are_current() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds");
+    let write = std::env::var_os("FUZZ_WRITE_SEEDS").is_some();
+    for (target, seeds) in grpc_balancer_fuzz::GENERATED_SEEDS {
+        let dir = root.join(target);
+        let seeds = seeds();
+        assert!(!seeds.is_empty(), "{target} makes no seed");
+        if write {
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("the seed directory");
+        }
+        for (name, bytes) in &seeds {
+            let path = dir.join(name);
+            if write {
+                std::fs::write(&path, bytes).expect("a seed written");
+            }
+            let on_disk = std::fs::read(&path).unwrap_or_else(|e| {
+                panic!("{}: {e} (FUZZ_WRITE_SEEDS=1 writes it)", path.display())
+            });
+            assert!(
+                on_disk == *bytes,
+                "{} is not what the code makes (FUZZ_WRITE_SEEDS=1 rewrites it)",
+                path.display()
+            );
+        }
+        let files = std::fs::read_dir(&dir).expect("the seed directory").count();
+        assert_eq!(
+            files,
+            seeds.len(),
+            "{}: a seed the code does not make",
+            dir.display()
+        );
+    }
+}

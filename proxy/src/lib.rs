@@ -61,9 +61,53 @@ pub mod fuzzing {
         parse as parse_grpc_timeout, render as render_grpc_timeout,
     };
 
-    /// `HealthCheckResponse.status` from one length-prefixed message.
-    pub fn decode_health_status(framed: &[u8]) -> Result<u64, String> {
-        crate::resilience::health::decode_status(framed).map_err(|e| e.to_string())
+    /// Whether a health check's answer says SERVING (the error says why not).
+    pub async fn health_answer<B>(response: http::Response<B>) -> Result<bool, String>
+    where
+        B: http_body::Body<Data = bytes::Bytes, Error = std::convert::Infallible>,
+    {
+        crate::resilience::health::answer_of(response)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// What DNS discovery makes of the answers about `name` from the
+    /// nameserver `server`, reached through `provider` (in place of the
+    /// network): the proxy's resolver settings, hickory's parsing of the
+    /// answers, and the proxy's mapping of them to an endpoint set.
+    pub async fn resolve_dns<P: hickory_resolver::ConnectionProvider>(
+        provider: P,
+        server: std::net::SocketAddr,
+        name: &str,
+        port: u16,
+    ) -> Result<crate::discovery::Update, crate::discovery::DiscoveryError> {
+        use crate::discovery::dns;
+        let resolvers = dns::build(|| Ok(dns::builder_for(server, provider.clone())))
+            .map_err(crate::discovery::DiscoveryError::Resolver)?;
+        dns::resolve(&resolvers, name, port).await
+    }
+
+    /// The pushed endpoints of `name` that calls go to now (None: the
+    /// stream does not have the name, or is not connected).
+    pub fn push_routable(
+        state: &crate::discovery::push::PushState,
+        name: &str,
+    ) -> Option<Vec<std::net::SocketAddr>> {
+        state.routable(name)
+    }
+
+    /// The largest push message the discovery client decodes.
+    pub const PUSH_MAX_MESSAGE_BYTES: usize = crate::discovery::push::MAX_MESSAGE_BYTES;
+
+    /// The discovery client's loop over a push stream: every message
+    /// applied to `state` until the stream ends or one is refused.
+    /// `Ok(true)`/`Err((true, _))`: a snapshot was applied.
+    pub async fn push_consume(
+        stream: tonic::Streaming<grpc_balancer_discovery_api::v1::WatchResponse>,
+        state: &crate::discovery::push::PushState,
+    ) -> Result<bool, (bool, String)> {
+        let delivered = std::sync::atomic::AtomicBool::new(false);
+        crate::discovery::push::consume(stream, state, &delivered).await
     }
 }
 

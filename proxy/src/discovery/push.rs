@@ -69,7 +69,7 @@ const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(15);
 /// before subsets fall back to DNS: routine ends do not flap to DNS and back.
 const RECONNECT_GRACE: Duration = Duration::from_secs(2);
 /// Largest message accepted (a namespace's config and endpoints).
-const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 /// Longest service name accepted (a DNS name).
 const MAX_NAME_LEN: usize = 253;
 
@@ -243,7 +243,7 @@ impl PushState {
     }
 
     /// The pushed endpoints of `name` to send calls to, while connected.
-    fn routable(&self, name: &str) -> Option<Vec<SocketAddr>> {
+    pub(crate) fn routable(&self, name: &str) -> Option<Vec<SocketAddr>> {
         let inner = self.lock();
         if !inner.connected {
             return None;
@@ -454,11 +454,23 @@ async fn stream_once(
         .map_err(|_| fail("the token is not printable ASCII".into()))?;
     request.metadata_mut().insert(AUTHORIZATION, header);
     let mut client = DiscoveryClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let mut stream = tokio::time::timeout(SNAPSHOT_TIMEOUT, client.watch(request))
+    let stream = tokio::time::timeout(SNAPSHOT_TIMEOUT, client.watch(request))
         .await
         .map_err(|_| fail("no answer in time".into()))?
         .map_err(|s| fail(format!("{:?}: {}", s.code(), s.message())))?
         .into_inner();
+    consume(stream, state, delivered_now).await
+}
+
+/// Applies a stream's messages to `state` until it ends or one is refused;
+/// the first must be a snapshot. `Ok(true)`/`Err((true, _))` as for
+/// [`stream_once`].
+pub(crate) async fn consume(
+    mut stream: tonic::Streaming<WatchResponse>,
+    state: &PushState,
+    delivered_now: &AtomicBool,
+) -> Result<bool, (bool, String)> {
+    let fail = |e: String| (false, e);
     let mut delivered = false;
     loop {
         let next = if delivered {

@@ -1,6 +1,7 @@
 //! Active `grpc.health.v1.Health/Check` probes over the endpoint's own
-//! HTTP/2 connection. The two tiny protobuf messages are encoded by hand: one
-//! string field out, one enum field back.
+//! HTTP/2 connection. The request (one string field) is encoded by hand; the
+//! answer is decoded by prost, as protobuf readers do (a hand-written reader
+//! disagreed with them on malformed and odd messages).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,8 +37,16 @@ impl From<&grpc_balancer_crds::config::HealthCheck> for HealthSettings {
     }
 }
 
-/// `HealthCheckResponse.ServingStatus`.
-const SERVING: u64 = 1;
+/// `grpc.health.v1.HealthCheckResponse`, of which the proxy reads the
+/// status (an enum: an `int32` on the wire).
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthCheckResponse {
+    #[prost(int32, tag = "1")]
+    status: i32,
+}
+
+/// `HealthCheckResponse.ServingStatus.SERVING`.
+const SERVING: i32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
@@ -53,6 +62,13 @@ pub enum CheckError {
     GrpcStatus(grpc_status::Code),
     #[error("malformed response: {0}")]
     Malformed(&'static str),
+}
+
+/// A body that cannot fail (the fuzz targets' and tests' answers).
+impl From<std::convert::Infallible> for CheckError {
+    fn from(never: std::convert::Infallible) -> Self {
+        match never {}
+    }
 }
 
 /// Probes `endpoint` until `cancel` fires. Endpoints start healthy so a
@@ -145,6 +161,17 @@ pub async fn check(endpoint: &Endpoint, service: &str) -> Result<bool, CheckErro
     );
     h.insert(header::TE, HeaderValue::from_static("trailers"));
     let response = sender.send_request(req).await?;
+    answer_of(response).await
+}
+
+/// Whether a `Check` answer says SERVING: its gRPC status (trailers, or the
+/// headers of a trailers-only answer) must be OK, and its body one
+/// `HealthCheckResponse`, however its DATA frames cut it.
+pub(crate) async fn answer_of<B>(response: http::Response<B>) -> Result<bool, CheckError>
+where
+    B: http_body::Body<Data = Bytes>,
+    CheckError: From<B::Error>,
+{
     if !response.status().is_success() {
         return Err(CheckError::HttpStatus(response.status()));
     }
@@ -184,56 +211,23 @@ fn put_varint(buf: &mut BytesMut, mut v: u64) {
     buf.put_u8(v as u8);
 }
 
-fn read_varint(bytes: &[u8], pos: &mut usize) -> Result<u64, CheckError> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = *bytes
-            .get(*pos)
-            .ok_or(CheckError::Malformed("truncated varint"))?;
-        *pos += 1;
-        v |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Ok(v);
-        }
-    }
-    Err(CheckError::Malformed("varint too long"))
-}
-
-/// `HealthCheckResponse.status` (field 1) from one length-prefixed message;
-/// unknown fields are skipped, an absent status is UNKNOWN (0).
-pub(crate) fn decode_status(framed: &[u8]) -> Result<u64, CheckError> {
-    if framed.len() < 5 {
+/// `HealthCheckResponse.status` from the first length-prefixed message of
+/// `framed`; an absent status is UNKNOWN (0).
+pub(crate) fn decode_status(framed: &[u8]) -> Result<i32, CheckError> {
+    use prost::Message as _;
+    let (Some(&flag), Some(len)) = (framed.first(), framed.get(1..5)) else {
         return Err(CheckError::Malformed("short message"));
-    }
-    if framed[0] != 0 {
+    };
+    if flag != 0 {
         return Err(CheckError::Malformed("compressed message"));
     }
-    let len = u32::from_be_bytes([framed[1], framed[2], framed[3], framed[4]]) as usize;
-    let message = framed
-        .get(5..5 + len)
+    let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    let message = framed[5..]
+        .get(..len)
         .ok_or(CheckError::Malformed("truncated message"))?;
-    let mut pos = 0;
-    let mut status = 0;
-    while pos < message.len() {
-        let key = read_varint(message, &mut pos)?;
-        match (key >> 3, key & 7) {
-            (1, 0) => status = read_varint(message, &mut pos)?,
-            (_, 0) => {
-                read_varint(message, &mut pos)?;
-            }
-            (_, 2) => {
-                let n = read_varint(message, &mut pos)? as usize;
-                pos = pos
-                    .checked_add(n)
-                    .filter(|p| *p <= message.len())
-                    .ok_or(CheckError::Malformed("truncated field"))?;
-            }
-            (_, 1) => pos += 8,
-            (_, 5) => pos += 4,
-            _ => return Err(CheckError::Malformed("unsupported wire type")),
-        }
-    }
-    Ok(status)
+    HealthCheckResponse::decode(message)
+        .map(|r| r.status)
+        .map_err(|_| CheckError::Malformed("not a HealthCheckResponse"))
 }
 
 #[cfg(test)]
@@ -263,5 +257,19 @@ mod tests {
         ] {
             assert!(decode_status(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// Read as protobuf readers read it (prost; protobuf-go in grpc-go), or
+    /// the proxy and the application disagree on whether a backend serves.
+    /// Found by the `grpc_wire` fuzz target.
+    #[test]
+    fn decodes_status_as_protobuf_readers_do() {
+        // A fixed64 field cut short is no message.
+        assert!(decode_status(&[0, 0, 0, 0, 3, 0x11, 1, 2]).is_err());
+        // The status with the wrong wire type is no HealthCheckResponse.
+        assert!(decode_status(&[0, 0, 0, 0, 3, 0x0a, 1, 1]).is_err());
+        // An int32 written as a 64-bit varint keeps its low 32 bits: SERVING.
+        let wide = [0, 0, 0, 0, 6, 0x08, 0x81, 0x80, 0x80, 0x80, 0x10];
+        assert_eq!(decode_status(&wide).ok(), Some(SERVING));
     }
 }
