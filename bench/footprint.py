@@ -30,8 +30,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from run import (ROOT, BenchError, Process, cpu_seconds, envoy_config, free_port, haproxy_config,
-                 log, nginx_config, pinned)
+from run import (BenchError, Process, add_peer_options, cpu_seconds, envoy_config, free_port,
+                 haproxy_config, log, nginx_config, peer_options, pinned)
 
 PEERS = ("grpc-balancer", "haproxy", "envoy", "nginx")
 TOOLS = ("proxy", "greeter_server", "greeter_client", "haproxy", "envoy", "nginx")
@@ -193,21 +193,9 @@ def main():
     parser.add_argument("--endpoints", type=int, default=10, help="backends behind each balancing")
     parser.add_argument("--idle", type=float, default=30.0, help="seconds of the idle window")
     parser.add_argument("--settle", type=float, default=2.0, help="seconds after the warm-up calls")
-    parser.add_argument("--peers", default=",".join(PEERS))
-    parser.add_argument("--proxy-cpu", default="0")
-    parser.add_argument("--load-cpu", default="1")
-    parser.add_argument("--no-pin", action="store_true")
-    parser.add_argument("--results", default=str(ROOT / "target/bench/footprint.json"))
-    for tool in TOOLS:
-        parser.add_argument(f"--{tool.replace('_', '-')}", dest=tool, required=True)
+    add_peer_options(parser, PEERS, TOOLS, "footprint.json")
     args = parser.parse_args()
-    if args.no_pin:
-        args.proxy_cpu = args.load_cpu = None
-    peers = [p for p in args.peers.split(",") if p]
-    unknown = [p for p in peers if p not in PEERS]
-    if unknown:
-        parser.error(f"unknown peers {unknown}; known: {', '.join(PEERS)}")
-    tools = {t: getattr(args, t) for t in TOOLS}
+    peers, tools = peer_options(parser, args, PEERS, TOOLS)
 
     workroot = Path(tempfile.mkdtemp(prefix="grpc-balancer-footprint-"))
     backends = []

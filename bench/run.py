@@ -532,6 +532,32 @@ def parse_scenario(text):
     return int(match.group(1)), int(match.group(2))
 
 
+def add_peer_options(parser, peers, tools, results):
+    """The options every part of the benchmark takes: which peers, the CPU
+    pinning, the results file and the tools' paths."""
+    parser.add_argument("--peers", default=",".join(peers), help=f"subset of {','.join(peers)}")
+    parser.add_argument("--proxy-cpu", default="0")
+    parser.add_argument("--load-cpu", default="1")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    parser.add_argument("--results", default=str(ROOT / "target/bench" / results))
+    for tool in tools:
+        parser.add_argument(f"--{tool.replace('_', '-')}", dest=tool, required=True)
+
+
+def peer_options(parser, args, peers, tools):
+    """Checks the options of add_peer_options; returns the peers asked for
+    and the tools' paths by name."""
+    asked = [p for p in args.peers.split(",") if p]
+    unknown = set(asked) - set(peers)
+    if unknown:
+        parser.error(f"unknown peers {sorted(unknown)}; choose from {', '.join(peers)}")
+    if args.no_pin:
+        args.proxy_cpu = args.load_cpu = None
+    elif (os.cpu_count() or 1) < 2:
+        parser.error("pinning needs 2 CPUs; use --no-pin on a single-CPU machine")
+    return asked, {t: getattr(args, t) for t in tools}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="runs per peer and load (median taken)")
@@ -539,26 +565,12 @@ def main():
     parser.add_argument("--warmup", type=int, default=2, help="seconds of unmeasured load first")
     parser.add_argument("--scenarios", default="1x100,8x16",
                         help="comma-separated CONNECTIONSxSTREAMS (default 1x100,8x16)")
-    parser.add_argument("--peers", default=",".join(PEERS), help=f"subset of {','.join(PEERS)}")
-    parser.add_argument("--proxy-cpu", default="0")
-    parser.add_argument("--load-cpu", default="1")
-    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
-    parser.add_argument("--results", default=str(ROOT / "target/bench/results.json"))
-    for tool in TOOLS:
-        parser.add_argument(f"--{tool.replace('_', '-')}", dest=tool, required=True)
+    add_peer_options(parser, PEERS, TOOLS, "results.json")
     args = parser.parse_args()
     if args.runs < 1 or args.duration < 1 or args.warmup < 1:
         parser.error("--runs, --duration and --warmup must be at least 1")
     scenarios = [parse_scenario(s) for s in args.scenarios.split(",")]
-    peers = [p for p in args.peers.split(",") if p]
-    unknown = set(peers) - set(PEERS)
-    if unknown:
-        parser.error(f"unknown peers {sorted(unknown)}; choose from {', '.join(PEERS)}")
-    if args.no_pin:
-        args.proxy_cpu = args.load_cpu = None
-    elif (os.cpu_count() or 1) < 2:
-        parser.error("pinning needs 2 CPUs; use --no-pin on a single-CPU machine")
-    tools = {t: getattr(args, t) for t in TOOLS}
+    peers, tools = peer_options(parser, args, PEERS, TOOLS)
     args.peer_configs = {}
 
     runs = []

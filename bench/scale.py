@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 
 import footprint
-from run import (ROOT, BenchError, Process, check_calls, cpu_seconds, grpc_frame, hello_request,
-                 log, peak_rss_mib, pinned, run_h2load)
+from run import (BenchError, Process, add_peer_options, check_calls, cpu_seconds, grpc_frame,
+                 hello_request, log, peak_rss_mib, peer_options, pinned, run_h2load)
 
 PEERS = ("grpc-balancer", "haproxy", "envoy", "nginx")
 TOOLS = ("proxy", "greeter_server", "greeter_client", "haproxy", "envoy", "nginx", "h2load")
@@ -112,23 +112,11 @@ def main():
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--endpoints", default="3,30,300", help="endpoint counts (one balancing)")
     parser.add_argument("--balancings", default="1,10,100", help="balancing counts (3 endpoints each)")
-    parser.add_argument("--peers", default=",".join(PEERS))
-    parser.add_argument("--proxy-cpu", default="0")
-    parser.add_argument("--load-cpu", default="1")
-    parser.add_argument("--no-pin", action="store_true")
-    parser.add_argument("--results", default=str(ROOT / "target/bench/scale.json"))
-    for tool in TOOLS:
-        parser.add_argument(f"--{tool.replace('_', '-')}", dest=tool, required=True)
+    add_peer_options(parser, PEERS, TOOLS, "scale.json")
     args = parser.parse_args()
-    if args.no_pin:
-        args.proxy_cpu = args.load_cpu = None
-    peers = [p for p in args.peers.split(",") if p]
-    unknown = [p for p in peers if p not in PEERS]
-    if unknown:
-        parser.error(f"unknown peers {unknown}; known: {', '.join(PEERS)}")
+    peers, tools = peer_options(parser, args, PEERS, TOOLS)
     sizes = [(int(n), 1) for n in args.endpoints.split(",") if n]
     sizes += [(3, int(m)) for m in args.balancings.split(",") if m and (3, int(m)) not in sizes]
-    tools = {t: getattr(args, t) for t in TOOLS}
 
     workroot = Path(tempfile.mkdtemp(prefix="grpc-balancer-scale-"))
     data_file = workroot / "request.bin"
