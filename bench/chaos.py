@@ -42,7 +42,7 @@ import traceback
 
 from cluster import (ClientLog, Node, PodWatch, create_namespace, in_flight_by_address, kubectl,
                      kubectl_result, load_client_deployment, log, now_ms, on_push,
-                     proxy_endpoints, proxy_metrics, set_log_prefix, wait_for)
+                     proxy_endpoints, proxy_metrics, set_log_prefix, stop_followers, wait_for)
 
 NS = "chaos"
 CLIENT = "chaos-client"
@@ -495,10 +495,7 @@ def main():
     try:
         chaos.run()
     finally:
-        for thing in (getattr(chaos, "watch", None), getattr(chaos, "client_watch", None),
-                      getattr(chaos, "log", None)):
-            if thing is not None:
-                thing.stop()
+        stop_followers(chaos)
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"results": chaos.results, "total": chaos.total}, f, indent=2)

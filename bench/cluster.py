@@ -486,3 +486,12 @@ def process_stats(pid):
                 rss = int(line.split()[1])
     return {"rss_kib": rss, "fds": len(os.listdir(f"/proc/{pid}/fd")),
             "threads": len(os.listdir(f"/proc/{pid}/task"))}
+
+
+def stop_followers(run):
+    """Stops the streams a chaos or soak run follows (its pod watches and the
+    client's log), whichever it got as far as starting."""
+    for name in ("watch", "client_watch", "log"):
+        follower = getattr(run, name, None)
+        if follower is not None:
+            follower.stop()

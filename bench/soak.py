@@ -33,7 +33,8 @@ import time
 
 from cluster import (ClientLog, Node, PodWatch, applied_configs, create_namespace,
                      greeter_balancing, greeter_pod, kubectl, load_client_deployment, log,
-                     now_ms, process_stats, proxy_metrics, set_log_prefix, wait_for)
+                     now_ms, process_stats, proxy_metrics, set_log_prefix, stop_followers,
+                     wait_for)
 
 NS = "soak"
 CLIENT = "soak-client"
@@ -301,10 +302,7 @@ def main():
     try:
         soak.run()
     finally:
-        for thing in (getattr(soak, "watch", None), getattr(soak, "client_watch", None),
-                      getattr(soak, "log", None)):
-            if thing is not None:
-                thing.stop()
+        stop_followers(soak)
     report = soak.report()
     if args.out:
         with open(args.out, "w") as f:
