@@ -22,12 +22,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PEERS = ("direct", "grpc-balancer", "haproxy", "envoy", "nginx")
+PEERS = ("direct", "grpc-balancer", "h2-floor", "haproxy", "envoy", "nginx")
 BACKENDS = 3
 SAY_HELLO = "/greeter.v1.Greeter/SayHello"
 # Calls the correctness check makes through each peer before the load.
 CHECK_CALLS = 300
-TOOLS = ("proxy", "greeter_server", "greeter_client", "haproxy", "envoy", "nginx", "h2load")
+TOOLS = ("proxy", "h2_floor", "greeter_server", "greeter_client", "haproxy", "envoy", "nginx", "h2load")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -267,6 +267,13 @@ def start_peer(peer, tools, backend_ports, workdir, proxy_cpu):
         for p in backend_ports:
             argv += ["--endpoint", f"127.0.0.1:{p}"]
         process = Process(peer, pinned(proxy_cpu, argv), workdir, env={"GRPC_BALANCER_LOG": "warn"})
+    elif peer == "h2-floor":
+        # Not a product: the bare h2 forwarder of proxy/examples/h2_floor.rs,
+        # the floor of any proxy built on the h2 crate.
+        argv = [tools["h2_floor"], "--listen", f"127.0.0.1:{port}"]
+        for p in backend_ports:
+            argv += ["--endpoint", f"127.0.0.1:{p}"]
+        process = Process(peer, pinned(proxy_cpu, argv), workdir)
     elif peer == "haproxy":
         config = workdir / "haproxy.cfg"
         config.write_text(haproxy_config([("greeters", port, backend_ports)]))
@@ -286,7 +293,7 @@ def start_peer(peer, tools, backend_ports, workdir, proxy_cpu):
     else:
         raise BenchError(f"unknown peer {peer}")
     process.wait_port(port)
-    how = "$ " + " ".join(str(a) for a in argv) if peer == "grpc-balancer" else ""
+    how = "$ " + " ".join(str(a) for a in argv) if peer in ("grpc-balancer", "h2-floor") else ""
     if peer in ("haproxy", "nginx", "envoy"):
         how = f"$ {' '.join(str(a) for a in argv)}\n{config.read_text()}"
     return process, port, how
@@ -504,7 +511,7 @@ def print_report(summary, args):
                   f"{ratio(s['calls_per_s'], peers.get('direct', {}).get('calls_per_s')):>9}  {split}")
         ours = peers.get("grpc-balancer")
         if ours:
-            for other in ("haproxy", "envoy", "nginx"):
+            for other in ("h2-floor", "haproxy", "envoy", "nginx"):
                 theirs = peers.get(other)
                 if theirs:
                     print(f"grpc-balancer / {other}: calls/s {ratio(ours['calls_per_s'], theirs['calls_per_s'])}, "
@@ -522,7 +529,8 @@ def print_report(summary, args):
     print()
     print("calls/s: successful calls per second (h2load 2xx, and the backends answered grpc-status 0 to as many);")
     print("vs columns: calls/s of the row divided by that peer's. CPU s/100k: proxy user+system CPU seconds per")
-    print("100,000 calls from /proc/PID/stat; RSS: peak resident set (VmHWM).")
+    print("100,000 calls from /proc/PID/stat; RSS: peak resident set (VmHWM). h2-floor is not a product: the")
+    print("bare h2 forwarder of proxy/examples/h2_floor.rs, the least a proxy on the h2 crate costs per call.")
 
 
 def parse_scenario(text):

@@ -6,6 +6,11 @@ use clap::Parser;
 use grpc_balancer_proxy::cli::{self, Cli, Command};
 use grpc_balancer_proxy::{lifecycle_hooks, telemetry};
 
+// musl's allocator is slow under many small allocations: see Cargo.toml.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
