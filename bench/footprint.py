@@ -188,7 +188,7 @@ def fmt(value, digits=1):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3, help="runs per peer (median taken)")
+    parser.add_argument("--runs", type=int, default=5, help="runs per peer (median taken)")
     parser.add_argument("--balancings", type=int, default=10)
     parser.add_argument("--endpoints", type=int, default=10, help="backends behind each balancing")
     parser.add_argument("--idle", type=float, default=30.0, help="seconds of the idle window")

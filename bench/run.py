@@ -117,14 +117,15 @@ def peak_rss_mib(pid):
 
 # ------------------------------------------------------------------- peers
 
-def haproxy_config(frontends):
-    """frontends: (name, port, backend ports) of each listener."""
+def haproxy_config(frontends, threads=1):
+    """frontends: (name, port, backend ports) of each listener; threads: nbthread."""
     # As HAProxy's docs advise for gRPC: HTTP/2 on both sides, one thread (the
     # same single core every peer gets), streams of many client connections
     # multiplexed on the idle server connections (`http-reuse always`; the
     # default `safe` gives each client connection its own server connection),
     # and the per-connection stream limit raised from 100 so that 1x100 is not
-    # capped by it.
+    # capped by it. The client and server timeouts are idle times: an hour, so
+    # that a quiet long-lived stream is not cut after a minute.
     sections = []
     for name, port, backend_ports in frontends:
         servers = "\n".join(
@@ -138,8 +139,8 @@ backend {name}
     balance roundrobin
 {servers}
 """)
-    return """global
-    nbthread 1
+    return f"""global
+    nbthread {threads}
     maxconn 1000
     tune.h2.max-concurrent-streams 1024
     log stderr format raw local0 emerg
@@ -148,8 +149,8 @@ defaults
     mode http
     http-reuse always
     timeout connect 5s
-    timeout client 60s
-    timeout server 60s
+    timeout client 3600s
+    timeout server 3600s
 
 """ + "\n".join(sections)
 
@@ -162,6 +163,10 @@ def nginx_config(frontends, workdir):
     # keepalive every call would open a new one). One worker process, no
     # access log, and keepalive_requests raised so that neither the client's
     # connection nor the upstream ones are closed after the default 1,000 calls.
+    # For streams: no cap on a call's request body (client_max_body_size is 1m
+    # by default, counted over the whole stream, so a 16 MiB upload would end
+    # with 413), and the idle timeouts between messages of a stream raised
+    # from 60 s to an hour, as for long-lived gRPC streams.
     blocks = []
     for name, port, backend_ports in frontends:
         servers = "\n".join(f"        server 127.0.0.1:{p};" for p in backend_ports)
@@ -198,6 +203,10 @@ http {{
     scgi_temp_path {workdir}/nginx-scgi;
     keepalive_requests 100000000;
     http2_max_concurrent_streams 1024;
+    client_max_body_size 0;
+    client_body_timeout 3600s;
+    grpc_read_timeout 3600s;
+    grpc_send_timeout 3600s;
 
 {body}}}
 """
@@ -206,8 +215,9 @@ http {{
 def envoy_config(frontends):
     """frontends: (name, port, backend ports) of each listener."""
     # Envoy as its gRPC docs set it up: an HTTP/2 connection manager, HTTP/2 to
-    # the cluster, route timeout off (streams may be long), no access log; one
-    # worker (`--concurrency 1`, the single core every peer gets).
+    # the cluster, route timeout off (streams may be long) and the idle timeout
+    # of a stream raised from 5 minutes to an hour, no access log; one worker
+    # (`--concurrency 1`, the single core every peer gets).
     listeners, clusters = [], []
     for name, port, backend_ports in frontends:
         endpoints = "\n".join(
@@ -226,6 +236,7 @@ def envoy_config(frontends):
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: {name}
           codec_type: HTTP2
+          stream_idle_timeout: 3600s
           route_config:
             virtual_hosts:
             - name: {name}
@@ -255,15 +266,16 @@ def envoy_config(frontends):
     return "static_resources:\n  listeners:\n" + "".join(listeners) + "  clusters:\n" + "".join(clusters)
 
 
-def start_peer(peer, tools, backend_ports, workdir, proxy_cpu):
-    """Starts the peer; returns (Process or None, port the load goes to, how it
-    runs: command line and configuration file, for the report)."""
+def start_peer(peer, tools, backend_ports, workdir, proxy_cpu, threads=1):
+    """Starts the peer with `threads` worker threads (nginx: one worker process
+    whatever `threads`); returns (Process or None, port the load goes to, how
+    it runs: command line and configuration file, for the report)."""
     if peer == "direct":
         return None, backend_ports[0], "no proxy: the load goes to one backend"
     port = free_port()
     if peer == "grpc-balancer":
         argv = [tools["proxy"], "--listen", f"127.0.0.1:{port}", "--policy", "round_robin",
-                "--admin", f"127.0.0.1:{free_port()}"]
+                "--admin", f"127.0.0.1:{free_port()}", "--threads", str(threads)]
         for p in backend_ports:
             argv += ["--endpoint", f"127.0.0.1:{p}"]
         process = Process(peer, pinned(proxy_cpu, argv), workdir, env={"GRPC_BALANCER_LOG": "warn"})
@@ -276,7 +288,7 @@ def start_peer(peer, tools, backend_ports, workdir, proxy_cpu):
         process = Process(peer, pinned(proxy_cpu, argv), workdir)
     elif peer == "haproxy":
         config = workdir / "haproxy.cfg"
-        config.write_text(haproxy_config([("greeters", port, backend_ports)]))
+        config.write_text(haproxy_config([("greeters", port, backend_ports)], threads))
         argv = [tools["haproxy"], "-db", "-f", str(config)]
         process = Process(peer, pinned(proxy_cpu, argv), workdir)
     elif peer == "nginx":
@@ -287,7 +299,7 @@ def start_peer(peer, tools, backend_ports, workdir, proxy_cpu):
     elif peer == "envoy":
         config = workdir / "envoy.yaml"
         config.write_text(envoy_config([("greeters", port, backend_ports)]))
-        argv = [tools["envoy"], "-c", str(config), "--concurrency", "1", "--disable-hot-restart",
+        argv = [tools["envoy"], "-c", str(config), "--concurrency", str(threads), "--disable-hot-restart",
                 "--log-level", "error"]
         process = Process(peer, pinned(proxy_cpu, argv), workdir)
     else:
@@ -406,7 +418,8 @@ def one_run(peer, scenario, args, tools, data_file, workroot):
     backends = start_backends(tools, workdir, args.load_cpu)
     peer_process = None
     try:
-        peer_process, port, how = start_peer(peer, tools, [p for _, p, _ in backends], workdir, args.proxy_cpu)
+        peer_process, port, how = start_peer(peer, tools, [p for _, p, _ in backends], workdir,
+                                             args.proxy_cpu, args.proxy_threads)
         args.peer_configs.setdefault(peer, how)
         check_calls(tools, port, args.load_cpu, 1 if peer == "direct" else BACKENDS)
         warm = run_h2load(tools, port, conns, streams, args.warmup, data_file, args.load_cpu)
@@ -568,7 +581,7 @@ def peer_options(parser, args, peers, tools):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3, help="runs per peer and load (median taken)")
+    parser.add_argument("--runs", type=int, default=5, help="runs per peer and load (median taken)")
     parser.add_argument("--duration", type=int, default=10, help="seconds of measured load per run")
     parser.add_argument("--warmup", type=int, default=2, help="seconds of unmeasured load first")
     parser.add_argument("--scenarios", default="1x100,8x16",
@@ -580,6 +593,7 @@ def main():
     scenarios = [parse_scenario(s) for s in args.scenarios.split(",")]
     peers, tools = peer_options(parser, args, PEERS, TOOLS)
     args.peer_configs = {}
+    args.proxy_threads = 1
 
     runs = []
     with tempfile.TemporaryDirectory(prefix="grpc-balancer-bench-") as workroot:

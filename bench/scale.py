@@ -107,7 +107,7 @@ def one_run(peer, endpoints, balancings, args, tools, data_file, workroot):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3, help="runs per peer and size (median taken)")
+    parser.add_argument("--runs", type=int, default=5, help="runs per peer and size (median taken)")
     parser.add_argument("--duration", type=int, default=10, help="seconds of measured load per run")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--endpoints", default="3,30,300", help="endpoint counts (one balancing)")

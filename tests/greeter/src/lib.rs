@@ -10,6 +10,7 @@
 pub mod client;
 pub mod codes;
 pub mod server;
+pub mod stream_bench;
 pub mod timeline;
 
 /// Types and stubs generated from `proto/greeter.proto`.
