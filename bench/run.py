@@ -534,16 +534,21 @@ def print_report(summary, args):
         for peer, s in peers.items():
             for problem in s["problems"]:
                 print(f"PROBLEM {peer}: {problem}")
-    print()
-    print("## how each peer ran (the configuration of its first run; ports vary per run)")
-    for peer in PEERS:
-        if peer in args.peer_configs:
-            print(f"\n### {peer}\n{args.peer_configs[peer].rstrip()}")
+    print_peer_configs(PEERS, args.peer_configs)
     print()
     print("calls/s: successful calls per second (h2load 2xx, and the backends answered grpc-status 0 to as many);")
     print("vs columns: calls/s of the row divided by that peer's. CPU s/100k: proxy user+system CPU seconds per")
     print("100,000 calls from /proc/PID/stat; RSS: peak resident set (VmHWM). h2-floor is not a product: the")
     print("bare h2 forwarder of proxy/examples/h2_floor.rs, the least a proxy on the h2 crate costs per call.")
+
+
+def print_peer_configs(peers, configs):
+    """How each peer ran, in `peers` order: its command line and config file."""
+    print()
+    print("## how each peer ran (the configuration of its first run; ports vary per run)")
+    for peer in peers:
+        if peer in configs:
+            print(f"\n### {peer}\n{configs[peer].rstrip()}")
 
 
 def parse_scenario(text):

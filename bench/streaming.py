@@ -26,9 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from run import (BACKENDS, PEERS as LOAD_PEERS, BenchError, add_peer_options, check_calls, cpu_seconds, fmt,
-                 log, peak_rss_mib, peer_options, pinned, ratio, start_backends, start_peer,
-                 stop_backends)
+from run import (BACKENDS, PEERS as LOAD_PEERS, BenchError, add_peer_options, check_calls, cpu_seconds,
+                 fmt, log, peak_rss_mib, peer_options, pinned, print_peer_configs, ratio, start_backends,
+                 start_peer, stop_backends)
 
 # h2-floor, the load part's bare forwarder, has no flow control of its own:
 # not a fair peer for 1 MiB streams.
@@ -184,11 +184,7 @@ def print_report(summary, args, peers, elapsed):
         for peer, s in peer_figures.items():
             for problem in dict.fromkeys(s["problems"]):
                 print(f"PROBLEM {peer} {mode}: {problem}")
-    print()
-    print("## how each peer ran (the configuration of its first run; ports vary per run)")
-    for peer in peers:
-        if peer in args.peer_configs:
-            print(f"\n### {peer}\n{args.peer_configs[peer].rstrip()}")
+    print_peer_configs(peers, args.peer_configs)
     print()
     print("msgs/s: replies received per second; round trips/s: ping-pong replies per second, p50/p99 from")
     print("every round trip's sorted sample; MB/s: payload 10^6 bytes per second. CPU: the proxy's user+system")
