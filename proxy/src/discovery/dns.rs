@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use hickory_resolver::config::{LookupIpStrategy, NameServerConfig, ResolverConfig};
 use hickory_resolver::lookup::Lookup;
-use hickory_resolver::net::NetError;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError, NetError, NoRecords};
+use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::rdata::CNAME;
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
 use hickory_resolver::{ConnectionProvider, Resolver, ResolverBuilder, TokioResolver};
@@ -163,9 +164,22 @@ async fn addresses<P: ConnectionProvider>(
 ) -> Result<Vec<IpAddr>, NetError> {
     match resolver.lookup_ip(name).await {
         Ok(lookup) => Ok(owned_addresses(lookup.as_lookup(), rtype)),
-        Err(e) if e.is_no_records_found() || e.is_nx_domain() => Ok(Vec::new()),
+        Err(e) if says_no_addresses(&e) => Ok(Vec::new()),
         Err(e) => Err(e),
     }
+}
+
+/// A definite "none": NXDOMAIN, or NOERROR without a record. hickory also
+/// reports an answer without records under any other response code as "no
+/// records found"; such an answer says nothing about the name.
+fn says_no_addresses(e: &NetError) -> bool {
+    matches!(
+        e,
+        NetError::Dns(DnsError::NoRecordsFound(NoRecords {
+            response_code: ResponseCode::NoError | ResponseCode::NXDomain,
+            ..
+        }))
+    )
 }
 
 /// The addresses of the `rtype` records of the name asked, or of a name it
@@ -198,7 +212,7 @@ fn owned_addresses(lookup: &Lookup, rtype: RecordType) -> Vec<IpAddr> {
 
 #[cfg(test)]
 mod tests {
-    use hickory_proto::op::{Message, MessageType, Query, ResponseCode};
+    use hickory_proto::op::{Message, MessageType, Query};
     use hickory_proto::rr::Record;
     use hickory_proto::rr::rdata::{A, AAAA};
 
@@ -206,10 +220,11 @@ mod tests {
 
     const NAME: &str = "grpcb-greeter-v1.demo.svc.cluster.local";
 
-    /// A nameserver on 127.0.0.1 that answers A questions with "no such
-    /// record" (NOERROR, no answer) and AAAA questions the same way or not
-    /// at all (an IPv6 cluster's DNS that lost a datagram).
-    async fn nameserver(answers_aaaa: bool) -> SocketAddr {
+    /// A nameserver on 127.0.0.1 that answers A questions without a record,
+    /// with response code `a_code`, and AAAA questions with "no such record"
+    /// (NOERROR, no answer) or not at all (an IPv6 cluster's DNS that lost a
+    /// datagram).
+    async fn nameserver(a_code: ResponseCode, answers_aaaa: bool) -> SocketAddr {
         let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -228,7 +243,11 @@ mod tests {
                 }
                 let mut answer = Message::response(query.metadata.id, query.metadata.op_code);
                 answer.metadata.message_type = MessageType::Response;
-                answer.metadata.response_code = ResponseCode::NoError;
+                answer.metadata.response_code = if question.query_type == RecordType::A {
+                    a_code
+                } else {
+                    ResponseCode::NoError
+                };
                 answer.add_query(question.clone());
                 let _ = socket
                     .send_to(&answer.to_vec().expect("encode"), peer)
@@ -246,7 +265,7 @@ mod tests {
     /// turned this into "no addresses", and the subset lost every endpoint.
     #[tokio::test]
     async fn a_failed_family_beside_one_without_addresses_is_an_error() {
-        let server = nameserver(false).await;
+        let server = nameserver(ResponseCode::NoError, false).await;
         let resolved = resolve(&resolvers(server), NAME, 50051).await;
         assert!(
             matches!(resolved, Err(DiscoveryError::Resolve { .. })),
@@ -256,9 +275,22 @@ mod tests {
 
     #[tokio::test]
     async fn both_families_without_addresses_empty_the_set() {
-        let server = nameserver(true).await;
+        let server = nameserver(ResponseCode::NoError, true).await;
         let resolved = resolve(&resolvers(server), NAME, 50051).await;
         assert_eq!(resolved.ok(), Some(Update::Reset(Vec::new())));
+    }
+
+    /// Found by the `dns_answer` fuzz target: an answer without records whose
+    /// response code is neither NOERROR nor NXDOMAIN (here one no standard
+    /// defines) says nothing about the name, yet it emptied the subset.
+    #[tokio::test]
+    async fn an_answer_with_an_unknown_response_code_is_an_error() {
+        let server = nameserver(ResponseCode::Unknown(13), true).await;
+        let resolved = resolve(&resolvers(server), NAME, 50051).await;
+        assert!(
+            matches!(resolved, Err(DiscoveryError::Resolve { .. })),
+            "{resolved:?}"
+        );
     }
 
     /// Found by the `dns_answer` fuzz target: an answer with a CNAME made
