@@ -21,6 +21,7 @@ mod ipv6;
 mod keepalive;
 mod lifecycle;
 mod listeners;
+mod memcopy;
 mod metrics_docs;
 mod policies;
 mod push;
