@@ -113,16 +113,26 @@ def accepting(port):
 
 
 def wakeups(pid):
-    """Context switches, voluntary and not, of every thread of the process."""
-    total = 0
+    """Context switches, voluntary and not, of each thread of the process
+    now alive, by thread id."""
+    counts = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            for line in (task / "status").read_text().splitlines():
-                if "ctxt_switches:" in line:
-                    total += int(line.split()[1])
+            counts[task.name] = sum(int(line.split()[1]) for line in
+                                    (task / "status").read_text().splitlines()
+                                    if "ctxt_switches:" in line)
         except (OSError, ValueError):
             continue
-    return total
+    return counts
+
+
+def wakeups_between(before, after):
+    """The context switches of the threads alive at the end, since the start
+    (all of them for a thread started in between). A thread that ended in
+    between is left out, with its last switches: summing the totals instead
+    would count a thread's exit as minus all it ever did (tokio ends a
+    blocking-pool thread after 10 s unused, so one can end in the window)."""
+    return sum(count - before.get(tid, 0) for tid, count in after.items())
 
 
 def rss_mib(pid):
@@ -172,7 +182,7 @@ def one_run(peer, args, tools, backend_ports, workroot):
     return {
         "peer": peer, "listening_ms": listening_ms, "ready_ms": ready_ms,
         "idle_cpu_s_per_min": (cpu_after - cpu_before) * 60 / args.idle,
-        "idle_wakeups_per_s": (wake_after - wake_before) / args.idle,
+        "idle_wakeups_per_s": wakeups_between(wake_before, wake_after) / args.idle,
         "idle_rss_mib": rss, "how": how,
     }
 
@@ -232,7 +242,7 @@ def main():
           f"{'wake-ups/s':>11} {'idle RSS MiB':>13}")
     for peer, s in summary.items():
         print(f"{peer:<14} {fmt(s['listening_ms']):>13} {fmt(s['ready_ms']):>9} "
-              f"{fmt(s['idle_cpu_s_per_min'], 3):>15} {fmt(s['idle_wakeups_per_s']):>11} "
+              f"{fmt(s['idle_cpu_s_per_min'], 3):>15} {fmt(s['idle_wakeups_per_s'], 2):>11} "
               f"{fmt(s['idle_rss_mib']):>13}")
     ours = summary.get("grpc-balancer")
     if ours:
