@@ -14,10 +14,11 @@
  *
  * Compiled with -ffreestanding -fno-builtin -fno-tree-loop-distribute-patterns
  * so the compiler does not turn the loops below back into calls to memcpy.
- * The functions are always built as grpc_balancer_memcpy/_memmove (the unit
- * tests call those on any target); with GRPC_BALANCER_LIBC_NAMES they are
- * also memcpy and memmove, which the static link then takes instead of
- * musl's.
+ * The functions carry their own names, grpc_balancer_memcpy and
+ * grpc_balancer_memmove (memcopy_test.c includes this file and checks them
+ * on any x86_64 host); with GRPC_BALANCER_LIBC_NAMES, as build.rs builds
+ * them for the static musl binary, they are also memcpy and memmove, which
+ * the static link then takes instead of musl's.
  */
 #include <stddef.h>
 #include <stdint.h>

@@ -15,9 +15,8 @@
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-
 use std::sync::Arc;
+use std::time::Duration;
 
 use grpc_balancer_crds::config::{self, ConfigError, Partial};
 use notify::{EventKind, RecursiveMode, Watcher as _};
