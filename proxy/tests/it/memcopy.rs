@@ -1,6 +1,7 @@
 //! The memcpy and memmove that replace musl's in the static build
 //! (`native/memcopy.c`): its C checks (`native/memcopy_test.c`) are built
-//! with the host's C compiler, the flags `build.rs` uses, and run.
+//! with the host's C compiler (with -ffreestanding -fno-builtin, as
+//! `build.rs` builds it, so the compiler cannot call memcpy for it) and run.
 
 use std::path::Path;
 use std::process::Command;
