@@ -406,13 +406,18 @@ def proxy_endpoints(ip):
     return json.loads(admin_get(ip, "/endpoints"))
 
 
-def in_flight_by_address(endpoints):
-    """{"ip:port": calls in flight} over every balancing and subset."""
+def calls_by_address(endpoints):
+    """{"ip:port": {"inFlight": n, "callsStarted": n, "ready": bool}} over
+    every balancing and subset (the counts summed, ready if any is)."""
     out = {}
     for b in endpoints.get("balancings", []):
         for s in b.get("subsets", []):
             for e in s.get("endpoints", []):
-                out[e["address"]] = out.get(e["address"], 0) + e.get("inFlight", 0)
+                seen = out.setdefault(e["address"],
+                                      {"inFlight": 0, "callsStarted": 0, "ready": False})
+                seen["inFlight"] += e.get("inFlight", 0)
+                seen["callsStarted"] += e.get("callsStarted", 0)
+                seen["ready"] = seen["ready"] or e.get("state") == "ready"
     return out
 
 

@@ -20,6 +20,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+import scale
 from run import (BACKENDS, BenchError, check_calls, cpu_seconds, grpc_frame, hello_request, log,
                  run_h2load, start_backends, start_peer, stop_backends)
 
@@ -42,6 +43,9 @@ def main():
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--frequency", type=int, default=999, help="samples per second")
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--endpoints", type=int, default=BACKENDS,
+                        help="backend endpoints (beyond 3: one greeter process serving them all, "
+                             "as in bench/scale.py)")
     parser.add_argument("--out", default=None, help="directory for perf.data (default: a temp dir)")
     for tool in ("proxy", "greeter_server", "greeter_client", "h2load", "perf"):
         parser.add_argument(f"--{tool.replace('_', '-')}", dest=tool, required=True)
@@ -54,11 +58,16 @@ def main():
     data_file.write_bytes(grpc_frame(hello_request("bench")))
     perf_data = workdir / "perf.data"
 
-    backends = start_backends(tools, workdir, "1")
+    if args.endpoints == BACKENDS:
+        backends = start_backends(tools, workdir, "1")
+        ports = [p for _, p, _ in backends]
+    else:
+        ports = scale.free_ports(args.endpoints)
+        backends = scale.start_backends(tools, ports, workdir, "1")
     proxy = None
     try:
-        proxy, port, _ = start_peer("grpc-balancer", tools, [p for _, p, _ in backends], workdir, "0")
-        check_calls(tools, port, "1", BACKENDS)
+        proxy, port, _ = start_peer("grpc-balancer", tools, ports, workdir, "0")
+        check_calls(tools, port, "1", args.endpoints)
         run_h2load(tools, port, conns, streams, args.warmup, data_file, "1")
         result = {}
 
@@ -77,11 +86,14 @@ def main():
     finally:
         if proxy is not None:
             proxy.stop()
-        stop_backends(backends)
+        if isinstance(backends, list):
+            stop_backends(backends)
+        else:
+            backends.stop()
 
     calls = result["h2load"]["succeeded"]
-    print(f"\n{calls:,} calls at {args.scenario} in {args.seconds + 2} s; the proxy used {cpu:.2f} CPU-s: "
-          f"{cpu / calls * 1e6:.1f} us per call ({cpu / calls * 1e5:.2f} CPU-s per 100k calls)\n")
+    print(f"\n{calls:,} calls at {args.scenario} over {args.endpoints} endpoints in {args.seconds + 2} s; "
+          f"the proxy used {cpu:.2f} CPU-s: {cpu / calls * 1e6:.1f} us per call ({cpu / calls * 1e5:.2f} CPU-s per 100k calls)\n")
     report = subprocess.run(
         [args.perf, "report", "-i", str(perf_data), "--no-children", "--stdio", "-g", "none",
          "--sort", "dso,symbol", "--percent-limit", "0.05"],

@@ -311,6 +311,8 @@ struct EndpointView {
     ejected: bool,
     healthy: bool,
     in_flight: u32,
+    /// Calls started on it since it was added, cumulative.
+    calls_started: u64,
     latency_ewma_ms: f64,
 }
 
@@ -365,6 +367,7 @@ async fn endpoints(State(state): State<AdminState>) -> Response {
                             ejected: e.is_ejected(),
                             healthy: e.is_healthy(),
                             in_flight: e.in_flight(),
+                            calls_started: e.calls_started(),
                             latency_ewma_ms: e.rtt_estimate_nanos() / 1e6,
                         })
                         .collect(),

@@ -73,6 +73,10 @@ pub struct Endpoint {
     state: AtomicU8,
     sender: ArcSwapOption<SendRequest<RequestBody>>,
     in_flight: AtomicU32,
+    /// Calls sent (or about to be) to it since it was added: with the
+    /// in-flight count, what an operator needs to bound the calls a dead
+    /// backend could have taken with it (Envoy's per-host `rq_total`).
+    calls_started: AtomicU64,
     /// Peak-EWMA latency estimate in nanoseconds (f64 bits) and when it was
     /// last updated.
     rtt_estimate: AtomicU64,
@@ -99,6 +103,7 @@ impl Endpoint {
             state: AtomicU8::new(ConnState::Connecting as u8),
             sender: ArcSwapOption::empty(),
             in_flight: AtomicU32::new(0),
+            calls_started: AtomicU64::new(0),
             rtt_estimate: AtomicU64::new(initial_rtt_nanos.to_bits()),
             rtt_stamp: AtomicU64::new(now_nanos()),
             consecutive_failures: AtomicU32::new(0),
@@ -156,8 +161,13 @@ impl Endpoint {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    pub fn calls_started(&self) -> u64 {
+        self.calls_started.load(Ordering::Relaxed)
+    }
+
     pub fn call_started(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.calls_started.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn call_ended(&self) {

@@ -279,3 +279,32 @@ async fn upstream_goaway_and_killed_backends_fail_no_call() {
     assert_eq!(counts.get(&killed_name), None, "{counts:?}");
     proxy.stop().await;
 }
+
+/// `/endpoints` counts, per endpoint, every call started on it: the figure
+/// that bounds what a backend's death can take with it (calls in flight
+/// then, plus those sent before the proxy noticed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_count_the_calls_started_on_each() {
+    let (bs, proxy) = greeter_proxy(2, PolicyKind::RoundRobin).await;
+    let mut client = proxy.client("greeter").await;
+    let counts = spread(&mut client, 25).await;
+    let (status, body) = admin_get(proxy.admin(), "/endpoints").await;
+    assert_eq!(status, 200, "{body}");
+    let view: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    for (i, b) in bs.iter().enumerate() {
+        let address = b.addr().to_string();
+        let endpoint = view["balancings"][0]["subsets"][0]["endpoints"]
+            .as_array()
+            .and_then(|eps| eps.iter().find(|e| e["address"] == address.as_str()))
+            .unwrap_or_else(|| panic!("{address} not in {body}"));
+        let served = counts.get(&format!("b{i}")).copied().unwrap_or(0) as u64;
+        assert_eq!(
+            endpoint["callsStarted"].as_u64(),
+            Some(served),
+            "{address}: {body}"
+        );
+        assert_eq!(endpoint["inFlight"].as_u64(), Some(0), "{address}: {body}");
+    }
+    proxy.stop().await;
+}
