@@ -93,7 +93,7 @@ pub async fn proxy(b: Arc<Balancing>, req: Request<Incoming>) -> CallResponse {
                 }
             }
         };
-        let Some(mut sender) = endpoint.sender() else {
+        let Some(connection) = endpoint.sender() else {
             // Lost its connection between the pick and now.
             redispatched += 1;
             if redispatched > MAX_REDISPATCH {
@@ -102,6 +102,7 @@ pub async fn proxy(b: Arc<Balancing>, req: Request<Incoming>) -> CallResponse {
             avoid = Some(endpoint);
             continue;
         };
+        let mut sender = (*connection).clone();
         let mut record = CallRecord::start(endpoint.clone(), accepted_at);
         let mut sent = AwaitingHead::new(sender.try_send_request(req));
         let result = match &mut deadline {
@@ -166,6 +167,7 @@ pub async fn proxy(b: Arc<Balancing>, req: Request<Incoming>) -> CallResponse {
                     // The connection was closing (GOAWAY, failure) before the
                     // request left: it can go elsewhere at no risk.
                     record.not_sent();
+                    endpoint.connection_closing(&connection);
                     redispatched += 1;
                     if redispatched > MAX_REDISPATCH {
                         return local_answer(&b, unavailable(&endpoint, "connection closing"));

@@ -10,8 +10,8 @@ pub mod upkeep;
 pub use subset::SubsetShared;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -72,6 +72,11 @@ pub struct Endpoint {
     pub subset: Arc<SubsetShared>,
     state: AtomicU8,
     sender: ArcSwapOption<SendRequest<RequestBody>>,
+    /// Serialises the writers of `sender` and `state` (connect, disconnect,
+    /// a connection found closing), which are rare; readers never take it.
+    /// Without it a call that found the old connection closing could mark
+    /// the endpoint not ready just after upkeep published the new one.
+    publishing: Mutex<()>,
     in_flight: AtomicU32,
     /// Calls sent (or about to be) to it since it was added: with the
     /// in-flight count, what an operator needs to bound the calls a dead
@@ -102,6 +107,7 @@ impl Endpoint {
             subset,
             state: AtomicU8::new(ConnState::Connecting as u8),
             sender: ArcSwapOption::empty(),
+            publishing: Mutex::new(()),
             in_flight: AtomicU32::new(0),
             calls_started: AtomicU64::new(0),
             rtt_estimate: AtomicU64::new(initial_rtt_nanos.to_bits()),
@@ -127,6 +133,10 @@ impl Endpoint {
 
     /// A fresh connection: the ejection multiplier starts over.
     pub fn connected(&self, sender: SendRequest<RequestBody>) {
+        let _publishing = self
+            .publishing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         self.sender.store(Some(Arc::new(sender)));
         self.start_over();
         self.set_state(ConnState::Ready);
@@ -139,15 +149,40 @@ impl Endpoint {
         self.ejections.store(0, Ordering::Relaxed);
     }
 
+    /// The state goes first, the handle after: a pick that sees the
+    /// endpoint ready then finds its handle, or sees it not ready. The other
+    /// order leaves a window, as long as the writer is preempted, in which
+    /// every pick finds a ready endpoint without a connection.
     pub fn disconnected(&self, state: ConnState) {
-        self.sender.store(None);
+        let _publishing = self
+            .publishing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         self.set_state(state);
+        self.sender.store(None);
     }
 
-    /// A clone of the connection's request handle, if connected.
-    pub fn sender(&self) -> Option<SendRequest<RequestBody>> {
-        let guard = self.sender.load();
-        guard.as_ref().map(|s| SendRequest::clone(s))
+    /// A request came back unsent from the connection of `seen`: it is
+    /// closing (a GOAWAY came, or it failed), though its driver has not
+    /// ended yet. No new call goes to it from now on, so calls do not
+    /// bounce between closing connections; upkeep reconnects once the
+    /// driver ends. A newer connection already published stays.
+    pub fn connection_closing(&self, seen: &Arc<SendRequest<RequestBody>>) {
+        let _publishing = self
+            .publishing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let current = self.sender.load();
+        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, seen)) {
+            self.set_state(ConnState::Connecting);
+            self.sender.store(None);
+        }
+    }
+
+    /// The connection's request handle, if connected; the `Arc` tells one
+    /// connection from the next.
+    pub fn sender(&self) -> Option<Arc<SendRequest<RequestBody>>> {
+        self.sender.load_full()
     }
 
     /// Whether the balancer may pick this endpoint now.
@@ -453,5 +488,47 @@ mod tests {
         let e = endpoint(&s, 1);
         fail(&e, 100);
         assert!(!e.is_ejected());
+    }
+
+    /// A client handle over an in-memory pipe; the peer end and the driver
+    /// are returned so the handle stays open while the test holds them.
+    async fn handle() -> (
+        SendRequest<RequestBody>,
+        impl Sized,
+        tokio::io::DuplexStream,
+    ) {
+        let (ours, peer) = tokio::io::duplex(64 * 1024);
+        let (sender, driver) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(ours),
+        )
+        .await
+        .expect("handshake over a pipe");
+        (sender, driver, peer)
+    }
+
+    #[tokio::test]
+    async fn a_closing_connection_is_unpublished_but_never_its_successor() {
+        let s = subset(1, 3, 10, 35, 100);
+        let e = endpoint(&s, 1);
+        let (old, _old_driver, _old_peer) = handle().await;
+        e.connected(old);
+        let seen = e.sender().expect("published");
+        assert!(e.is_available());
+
+        e.connection_closing(&seen);
+        assert!(e.sender().is_none(), "no new call goes to it");
+        assert_eq!(e.state(), ConnState::Connecting);
+        assert!(!e.is_available());
+
+        // Upkeep reconnects; a late report about the old connection
+        // (another call it handed back) leaves the new one in place.
+        let (new, _new_driver, _new_peer) = handle().await;
+        e.connected(new);
+        e.connection_closing(&seen);
+        let current = e.sender().expect("the new connection stays");
+        assert!(!Arc::ptr_eq(&current, &seen));
+        assert_eq!(e.state(), ConnState::Ready);
+        assert!(e.is_available());
     }
 }

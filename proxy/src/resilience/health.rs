@@ -147,7 +147,8 @@ pub async fn run(endpoint: Arc<Endpoint>, settings: HealthSettings, cancel: Canc
 
 /// One probe: `Ok(true)` when the endpoint answers SERVING.
 pub async fn check(endpoint: &Endpoint, service: &str) -> Result<bool, CheckError> {
-    let mut sender = endpoint.sender().ok_or(CheckError::NotConnected)?;
+    let connection = endpoint.sender().ok_or(CheckError::NotConnected)?;
+    let mut sender = (*connection).clone();
     let uri = format!("http://{}/grpc.health.v1.Health/Check", endpoint.addr);
     let mut req = Request::new(RequestBody::Full(Some(encode_request(service))));
     *req.method_mut() = Method::POST;
