@@ -10,15 +10,14 @@ pub mod upkeep;
 pub use subset::SubsetShared;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use hyper::client::conn::http2::SendRequest;
 
 use crate::metrics::{CallCounters, SubsetLabels};
-use crate::transport::body::RequestBody;
+use crate::transport::upstream::Upstream;
 use crate::util::now_nanos;
 
 /// Connection state of an endpoint.
@@ -71,7 +70,11 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     pub subset: Arc<SubsetShared>,
     state: AtomicU8,
-    sender: ArcSwapOption<SendRequest<RequestBody>>,
+    sender: ArcSwapOption<Upstream>,
+    /// Held while the handle and the state change together, so the
+    /// upkeep's and a call's changes do not interleave. Never taken on a
+    /// call's usual path.
+    publishing: Mutex<()>,
     in_flight: AtomicU32,
     /// Calls sent (or about to be) to it since it was added: with the
     /// in-flight count, what an operator needs to bound the calls a dead
@@ -102,6 +105,7 @@ impl Endpoint {
             subset,
             state: AtomicU8::new(ConnState::Connecting as u8),
             sender: ArcSwapOption::empty(),
+            publishing: Mutex::new(()),
             in_flight: AtomicU32::new(0),
             calls_started: AtomicU64::new(0),
             rtt_estimate: AtomicU64::new(initial_rtt_nanos.to_bits()),
@@ -126,7 +130,8 @@ impl Endpoint {
     }
 
     /// A fresh connection: the ejection multiplier starts over.
-    pub fn connected(&self, sender: SendRequest<RequestBody>) {
+    pub fn connected(&self, sender: Upstream) {
+        let _publishing = lock(&self.publishing);
         self.sender.store(Some(Arc::new(sender)));
         self.start_over();
         self.set_state(ConnState::Ready);
@@ -140,14 +145,34 @@ impl Endpoint {
     }
 
     pub fn disconnected(&self, state: ConnState) {
-        self.sender.store(None);
+        let _publishing = lock(&self.publishing);
+        // The state first: a pick that sees the endpoint ready finds its
+        // handle.
         self.set_state(state);
+        self.sender.store(None);
+    }
+
+    /// A call found the connection `connection` (an
+    /// [`Upstream::connection_id`]) closing before its upkeep did (h2 knows
+    /// of a GOAWAY the moment it reads it): take it out now, if it is still
+    /// the published one, so the call's next pick goes elsewhere at once.
+    pub fn connection_closing(&self, connection: usize) {
+        let _publishing = lock(&self.publishing);
+        let published = self.sender.load();
+        if published
+            .as_ref()
+            .is_some_and(|s| s.connection_id() == connection)
+        {
+            // The upkeep reconnects when it sees the end itself.
+            self.set_state(ConnState::Connecting);
+            self.sender.store(None);
+        }
     }
 
     /// A clone of the connection's request handle, if connected.
-    pub fn sender(&self) -> Option<SendRequest<RequestBody>> {
+    pub fn sender(&self) -> Option<Upstream> {
         let guard = self.sender.load();
-        guard.as_ref().map(|s| SendRequest::clone(s))
+        guard.as_ref().map(|s| Upstream::clone(s))
     }
 
     /// Whether the balancer may pick this endpoint now.
@@ -302,6 +327,11 @@ impl Endpoint {
             self.subset.ejected.fetch_sub(1, Ordering::AcqRel);
         }
     }
+}
+
+/// Nothing the lock guards can be left half-done by a panic.
+fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]
