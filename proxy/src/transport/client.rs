@@ -75,7 +75,9 @@ pub(crate) async fn connect(
     let (sender, mut connection) = tokio::time::timeout(settings.connect_timeout, handshake)
         .await
         .map_err(|_| ConnectError::Timeout(settings.connect_timeout))??;
-    let keepalive = settings.ping_interval.and_then(|interval| {
+    // A zero interval would have the timer fire without end: no pings.
+    let interval = settings.ping_interval.filter(|d| !d.is_zero());
+    let keepalive = interval.and_then(|interval| {
         let pong = connection.ping_pong()?;
         Some(Keepalive::new(pong, interval, settings.ping_timeout))
     });

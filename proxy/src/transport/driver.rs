@@ -35,9 +35,9 @@ pub(crate) struct Liveness {
 
 impl Liveness {
     /// Counts a stream as open until the guard drops.
-    pub(crate) fn stream_opened(self: &Arc<Self>) -> StreamGuard {
+    pub(crate) fn stream_opened(self: Arc<Self>) -> StreamGuard {
         self.open_streams.fetch_add(1, Ordering::Relaxed);
-        StreamGuard(self.clone())
+        StreamGuard(self)
     }
 }
 

@@ -62,6 +62,7 @@ impl Upstream {
             // The connection failed since the check, or h2 refused the head.
             Err(e) => return Ok(Head(HeadState::Failed(e))),
         };
+        // The call's handle is spent: its reference becomes the stream's.
         let open = self.liveness.stream_opened();
         let pipe = if eos { None } else { pipe::start(body, send) };
         Ok(Head(HeadState::Waiting(Opened {
