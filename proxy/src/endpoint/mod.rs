@@ -484,4 +484,40 @@ mod tests {
         fail(&e, 100);
         assert!(!e.is_ejected());
     }
+
+    /// A call that finds a connection closing takes out only that one, not
+    /// the successor the upkeep may have published meanwhile.
+    #[tokio::test]
+    async fn a_closing_connection_is_taken_out_only_while_published() {
+        use crate::transport::client::{ConnectSettings, connect};
+        // A peer that accepts and keeps the sockets: the h2 handshake does
+        // not wait for its answer.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((tcp, _)) = listener.accept().await {
+                held.push(tcp);
+            }
+        });
+        let (old, _old_driver) = connect(addr, ConnectSettings::default())
+            .await
+            .expect("connect");
+        let (new, _new_driver) = connect(addr, ConnectSettings::default())
+            .await
+            .expect("connect");
+        let (old_id, new_id) = (old.connection_id(), new.connection_id());
+        assert_ne!(old_id, new_id);
+        let e = endpoint(&subset(1, 5, 30, 300, 100), 1);
+        e.connected(new);
+        e.connection_closing(old_id);
+        assert_eq!(e.state(), ConnState::Ready);
+        assert!(e.sender().is_some());
+        e.connection_closing(new_id);
+        assert_eq!(e.state(), ConnState::Connecting);
+        assert!(e.sender().is_none());
+        drop(old);
+    }
 }
