@@ -49,30 +49,17 @@ impl fmt::Display for Code {
 
 /// The status a caller should see when the upstream stream failed, following
 /// the gRPC HTTP/2 mapping of RST_STREAM codes.
-pub fn code_for_upstream_error(err: &hyper::Error) -> Code {
-    match h2_error(err) {
-        Some(e) if e.is_go_away() || e.is_io() => Code::UNAVAILABLE,
-        Some(e) => match e.reason() {
-            Some(h2::Reason::REFUSED_STREAM) => Code::UNAVAILABLE,
-            Some(h2::Reason::CANCEL) => Code::CANCELLED,
-            Some(h2::Reason::ENHANCE_YOUR_CALM) => Code::RESOURCE_EXHAUSTED,
-            Some(h2::Reason::INADEQUATE_SECURITY) => Code::PERMISSION_DENIED,
-            _ => Code::INTERNAL,
-        },
-        None => Code::UNAVAILABLE,
+pub fn code_for_upstream_error(err: &h2::Error) -> Code {
+    if err.is_go_away() || err.is_io() {
+        return Code::UNAVAILABLE;
     }
-}
-
-/// The `h2::Error` inside a hyper error, if any.
-pub fn h2_error(err: &hyper::Error) -> Option<&h2::Error> {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
-    while let Some(e) = source {
-        if let Some(h2) = e.downcast_ref::<h2::Error>() {
-            return Some(h2);
-        }
-        source = e.source();
+    match err.reason() {
+        Some(h2::Reason::REFUSED_STREAM) => Code::UNAVAILABLE,
+        Some(h2::Reason::CANCEL) => Code::CANCELLED,
+        Some(h2::Reason::ENHANCE_YOUR_CALM) => Code::RESOURCE_EXHAUSTED,
+        Some(h2::Reason::INADEQUATE_SECURITY) => Code::PERMISSION_DENIED,
+        _ => Code::INTERNAL,
     }
-    None
 }
 
 /// A trailers-only gRPC response; `B::default()` is the empty body.

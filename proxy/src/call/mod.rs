@@ -93,7 +93,7 @@ pub async fn proxy(b: Arc<Balancing>, req: Request<Incoming>) -> CallResponse {
                 }
             }
         };
-        let Some(connection) = endpoint.sender() else {
+        let Some(upstream) = endpoint.sender() else {
             // Lost its connection between the pick and now.
             redispatched += 1;
             if redispatched > MAX_REDISPATCH {
@@ -102,9 +102,24 @@ pub async fn proxy(b: Arc<Balancing>, req: Request<Incoming>) -> CallResponse {
             avoid = Some(endpoint);
             continue;
         };
-        let mut sender = (*connection).clone();
         let mut record = CallRecord::start(endpoint.clone(), accepted_at);
-        let mut sent = AwaitingHead::new(sender.try_send_request(req));
+        let connection = upstream.connection_id();
+        let mut sent = match upstream.send(req) {
+            Ok(head) => AwaitingHead::new(head),
+            Err(unsent) => {
+                // The connection was closing (GOAWAY, failure) before the
+                // request left: it can go elsewhere at no risk.
+                endpoint.connection_closing(connection);
+                record.not_sent();
+                redispatched += 1;
+                if redispatched > MAX_REDISPATCH {
+                    return local_answer(&b, unavailable(&endpoint, "connection closing"));
+                }
+                req = *unsent;
+                avoid = Some(endpoint);
+                continue;
+            }
+        };
         let result = match &mut deadline {
             Some(sleep) => {
                 let result = tokio::select! {
@@ -162,21 +177,7 @@ pub async fn proxy(b: Arc<Balancing>, req: Request<Incoming>) -> CallResponse {
                 let body = ResponseBody::upstream(body, record, &head.headers, deadline);
                 return Response::from_parts(head, body);
             }
-            Err(mut e) => {
-                if let Some(unsent) = e.take_message() {
-                    // The connection was closing (GOAWAY, failure) before the
-                    // request left: it can go elsewhere at no risk.
-                    record.not_sent();
-                    endpoint.connection_closing(&connection);
-                    redispatched += 1;
-                    if redispatched > MAX_REDISPATCH {
-                        return local_answer(&b, unavailable(&endpoint, "connection closing"));
-                    }
-                    req = unsent;
-                    avoid = Some(endpoint);
-                    continue;
-                }
-                let error = e.into_error();
+            Err(error) => {
                 let failure = AttemptFailure::of(&error);
                 let retry = if failure.retryable(idempotent) {
                     retry_body(&b, replay.as_ref(), attempt)

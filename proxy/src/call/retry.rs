@@ -21,8 +21,8 @@ pub enum AttemptFailure {
 
 impl AttemptFailure {
     /// Classifies a failed dispatch by the HTTP/2 error inside it.
-    pub fn of(error: &hyper::Error) -> Self {
-        Self::of_h2(crate::grpc_status::h2_error(error))
+    pub fn of(error: &h2::Error) -> Self {
+        Self::of_h2(Some(error))
     }
 
     fn of_h2(error: Option<&h2::Error>) -> Self {

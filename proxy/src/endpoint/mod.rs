@@ -11,14 +11,13 @@ pub use subset::SubsetShared;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use hyper::client::conn::http2::SendRequest;
 
 use crate::metrics::{CallCounters, SubsetLabels};
-use crate::transport::body::RequestBody;
+use crate::transport::upstream::Upstream;
 use crate::util::now_nanos;
 
 /// Connection state of an endpoint.
@@ -71,11 +70,10 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     pub subset: Arc<SubsetShared>,
     state: AtomicU8,
-    sender: ArcSwapOption<SendRequest<RequestBody>>,
-    /// Serialises the writers of `sender` and `state` (connect, disconnect,
-    /// a connection found closing), which are rare; readers never take it.
-    /// Without it a call that found the old connection closing could mark
-    /// the endpoint not ready just after upkeep published the new one.
+    sender: ArcSwapOption<Upstream>,
+    /// Held while the handle and the state change together, so the
+    /// upkeep's and a call's changes do not interleave. Never taken on a
+    /// call's usual path.
     publishing: Mutex<()>,
     in_flight: AtomicU32,
     /// Calls sent (or about to be) to it since it was added: with the
@@ -132,11 +130,8 @@ impl Endpoint {
     }
 
     /// A fresh connection: the ejection multiplier starts over.
-    pub fn connected(&self, sender: SendRequest<RequestBody>) {
-        let _publishing = self
-            .publishing
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+    pub fn connected(&self, sender: Upstream) {
+        let _publishing = lock(&self.publishing);
         self.sender.store(Some(Arc::new(sender)));
         self.start_over();
         self.set_state(ConnState::Ready);
@@ -149,40 +144,35 @@ impl Endpoint {
         self.ejections.store(0, Ordering::Relaxed);
     }
 
-    /// The state goes first, the handle after: a pick that sees the
-    /// endpoint ready then finds its handle, or sees it not ready. The other
-    /// order leaves a window, as long as the writer is preempted, in which
-    /// every pick finds a ready endpoint without a connection.
     pub fn disconnected(&self, state: ConnState) {
-        let _publishing = self
-            .publishing
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let _publishing = lock(&self.publishing);
+        // The state first: a pick that sees the endpoint ready finds its
+        // handle.
         self.set_state(state);
         self.sender.store(None);
     }
 
-    /// A request came back unsent from the connection of `seen`: it is
-    /// closing (a GOAWAY came, or it failed), though its driver has not
-    /// ended yet. No new call goes to it from now on, so calls do not
-    /// bounce between closing connections; upkeep reconnects once the
-    /// driver ends. A newer connection already published stays.
-    pub fn connection_closing(&self, seen: &Arc<SendRequest<RequestBody>>) {
-        let _publishing = self
-            .publishing
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let current = self.sender.load();
-        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, seen)) {
+    /// A call found the connection `connection` (an
+    /// [`Upstream::connection_id`]) closing before its upkeep did (h2 knows
+    /// of a GOAWAY the moment it reads it): take it out now, if it is still
+    /// the published one, so the call's next pick goes elsewhere at once.
+    pub fn connection_closing(&self, connection: usize) {
+        let _publishing = lock(&self.publishing);
+        let published = self.sender.load();
+        if published
+            .as_ref()
+            .is_some_and(|s| s.connection_id() == connection)
+        {
+            // The upkeep reconnects when it sees the end itself.
             self.set_state(ConnState::Connecting);
             self.sender.store(None);
         }
     }
 
-    /// The connection's request handle, if connected; the `Arc` tells one
-    /// connection from the next.
-    pub fn sender(&self) -> Option<Arc<SendRequest<RequestBody>>> {
-        self.sender.load_full()
+    /// A clone of the connection's request handle, if connected.
+    pub fn sender(&self) -> Option<Upstream> {
+        let guard = self.sender.load();
+        guard.as_ref().map(|s| Upstream::clone(s))
     }
 
     /// Whether the balancer may pick this endpoint now.
@@ -339,6 +329,11 @@ impl Endpoint {
     }
 }
 
+/// Nothing the lock guards can be left half-done by a panic.
+fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 #[cfg(test)]
 mod tests {
     //! The ejection state machine on tokio's paused clock: `now_nanos()`
@@ -490,45 +485,39 @@ mod tests {
         assert!(!e.is_ejected());
     }
 
-    /// A client handle over an in-memory pipe; the peer end and the driver
-    /// are returned so the handle stays open while the test holds them.
-    async fn handle() -> (
-        SendRequest<RequestBody>,
-        impl Sized,
-        tokio::io::DuplexStream,
-    ) {
-        let (ours, peer) = tokio::io::duplex(64 * 1024);
-        let (sender, driver) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(ours),
-        )
-        .await
-        .expect("handshake over a pipe");
-        (sender, driver, peer)
-    }
-
+    /// A call that finds a connection closing takes out only that one, not
+    /// the successor the upkeep may have published meanwhile.
     #[tokio::test]
-    async fn a_closing_connection_is_unpublished_but_never_its_successor() {
-        let s = subset(1, 3, 10, 35, 100);
-        let e = endpoint(&s, 1);
-        let (old, _old_driver, _old_peer) = handle().await;
-        e.connected(old);
-        let seen = e.sender().expect("published");
-        assert!(e.is_available());
-
-        e.connection_closing(&seen);
-        assert!(e.sender().is_none(), "no new call goes to it");
-        assert_eq!(e.state(), ConnState::Connecting);
-        assert!(!e.is_available());
-
-        // Upkeep reconnects; a late report about the old connection
-        // (another call it handed back) leaves the new one in place.
-        let (new, _new_driver, _new_peer) = handle().await;
+    async fn a_closing_connection_is_taken_out_only_while_published() {
+        use crate::transport::client::{ConnectSettings, connect};
+        // A peer that accepts and keeps the sockets: the h2 handshake does
+        // not wait for its answer.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((tcp, _)) = listener.accept().await {
+                held.push(tcp);
+            }
+        });
+        let (old, _old_driver) = connect(addr, ConnectSettings::default())
+            .await
+            .expect("connect");
+        let (new, _new_driver) = connect(addr, ConnectSettings::default())
+            .await
+            .expect("connect");
+        let (old_id, new_id) = (old.connection_id(), new.connection_id());
+        assert_ne!(old_id, new_id);
+        let e = endpoint(&subset(1, 5, 30, 300, 100), 1);
         e.connected(new);
-        e.connection_closing(&seen);
-        let current = e.sender().expect("the new connection stays");
-        assert!(!Arc::ptr_eq(&current, &seen));
+        e.connection_closing(old_id);
         assert_eq!(e.state(), ConnState::Ready);
-        assert!(e.is_available());
+        assert!(e.sender().is_some());
+        e.connection_closing(new_id);
+        assert_eq!(e.state(), ConnState::Connecting);
+        assert!(e.sender().is_none());
+        drop(old);
     }
 }

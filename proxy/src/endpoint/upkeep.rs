@@ -6,6 +6,7 @@
 //! answers every connection with GOAWAY (or closes it at once) is redialled
 //! with back-off, not once per call.
 
+use std::future::poll_fn;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,8 +14,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{ConnState, Endpoint};
-use crate::grpc_status;
 use crate::transport::client::{ConnectSettings, connect};
+use crate::transport::driver::{Driver, Ended};
 use crate::util::random_unit;
 
 /// How long a connection must last for the back-off to start over.
@@ -34,21 +35,28 @@ pub async fn maintain(
             () = cancel.cancelled() => break,
         };
         match connected {
-            Ok((sender, connection)) => {
+            Ok((sender, mut driver)) => {
                 tracing::debug!(endpoint = %endpoint.addr, "connected");
                 let since = Instant::now();
                 endpoint.connected(sender);
                 tokio::select! {
-                    r = connection => {
+                    ended = poll_fn(|cx| driver.poll_ended(cx)) => {
                         endpoint.disconnected(ConnState::Connecting);
-                        match r {
-                            Ok(()) => tracing::info!(endpoint = %endpoint.addr, "endpoint closed the connection (GOAWAY); reconnecting"),
-                            // hyper's own message is only "http2 error"; the h2 cause says which.
-                            Err(e) => tracing::warn!(endpoint = %endpoint.addr, error = %e, cause = ?grpc_status::h2_error(&e), "connection to endpoint failed; reconnecting"),
+                        match ended {
+                            Ended::GoingAway => {
+                                tracing::info!(endpoint = %endpoint.addr, "endpoint closed the connection (GOAWAY); reconnecting");
+                                // The calls in flight finish on it.
+                                tokio::spawn(drain(endpoint.addr, driver));
+                            }
+                            Ended::Closed(Ok(())) => tracing::info!(endpoint = %endpoint.addr, "endpoint closed the connection; reconnecting"),
+                            Ended::Closed(Err(e)) => tracing::warn!(endpoint = %endpoint.addr, error = %e, cause = ?e.h2(), "connection to endpoint failed; reconnecting"),
                         }
                         endpoint.subset.refresh_now.notify_one();
                     }
-                    () = cancel.cancelled() => break,
+                    () = cancel.cancelled() => {
+                        tokio::spawn(drain(endpoint.addr, driver));
+                        break;
+                    }
                 }
                 if since.elapsed() >= STABLE_AFTER {
                     failures = 0;
@@ -76,10 +84,18 @@ pub async fn maintain(
             }
         }
     }
-    // Removed: no new calls; calls in flight keep their own handle to the
-    // connection, which closes once they are done.
+    // Removed: no new calls; calls in flight finish on the connection,
+    // whose driver runs on until they are done.
     endpoint.disconnected(ConnState::Removed);
     endpoint.release_ejection();
+}
+
+/// Runs a connection that takes no new calls until the calls on it are
+/// done: h2 closes it then.
+async fn drain(addr: std::net::SocketAddr, driver: Driver) {
+    if let Err(e) = driver.await {
+        tracing::debug!(endpoint = %addr, error = %e, "connection closed while calls finished on it");
+    }
 }
 
 /// `base * 2^(failures-1)`, capped, with full jitter over its upper half so

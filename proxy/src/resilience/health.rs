@@ -55,7 +55,7 @@ pub enum CheckError {
     #[error("timed out")]
     Timeout,
     #[error("request failed: {0}")]
-    Http(#[from] hyper::Error),
+    Http(#[from] h2::Error),
     #[error("HTTP status {0}")]
     HttpStatus(http::StatusCode),
     #[error("grpc-status {0}")]
@@ -147,8 +147,7 @@ pub async fn run(endpoint: Arc<Endpoint>, settings: HealthSettings, cancel: Canc
 
 /// One probe: `Ok(true)` when the endpoint answers SERVING.
 pub async fn check(endpoint: &Endpoint, service: &str) -> Result<bool, CheckError> {
-    let connection = endpoint.sender().ok_or(CheckError::NotConnected)?;
-    let mut sender = (*connection).clone();
+    let upstream = endpoint.sender().ok_or(CheckError::NotConnected)?;
     let uri = format!("http://{}/grpc.health.v1.Health/Check", endpoint.addr);
     let mut req = Request::new(RequestBody::Full(Some(encode_request(service))));
     *req.method_mut() = Method::POST;
@@ -161,7 +160,9 @@ pub async fn check(endpoint: &Endpoint, service: &str) -> Result<bool, CheckErro
         HeaderValue::from_static("application/grpc"),
     );
     h.insert(header::TE, HeaderValue::from_static("trailers"));
-    let response = sender.send_request(req).await?;
+    // A connection closing under the probe is no verdict on the endpoint.
+    let head = upstream.send(req).map_err(|_| CheckError::NotConnected)?;
+    let response = head.await?;
     answer_of(response).await
 }
 

@@ -15,6 +15,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::grpc_status::{self, Code};
 use crate::transport::replay::ReplayBody;
+use crate::transport::upstream::UpstreamBody;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -75,7 +76,7 @@ pub trait CallObserver {
 
 /// The body the caller receives; `R` hears what became of the call.
 pub struct ResponseBody<R> {
-    upstream: Option<Incoming>,
+    upstream: Option<UpstreamBody>,
     record: Option<R>,
     deadline: Option<(Pin<Box<Sleep>>, Duration)>,
     /// Trailers the proxy sends in place of the upstream's, then ends.
@@ -100,7 +101,7 @@ impl<R: CallObserver> ResponseBody<R> {
     }
 
     pub fn upstream(
-        body: Incoming,
+        body: UpstreamBody,
         mut record: R,
         head: &HeaderMap,
         deadline: Option<(Pin<Box<Sleep>>, Duration)>,

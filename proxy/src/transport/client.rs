@@ -1,14 +1,16 @@
 //! Dials one HTTP/2 connection to an endpoint address: TCP with nodelay and
-//! keepalive, then the h2 handshake with the proxy's windows and ping rules.
+//! keepalive, then the h2 handshake with the proxy's windows; pings are the driver's
+//! ([`super::driver`]).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use hyper::client::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::sync::Arc;
+
 use tokio::net::TcpStream;
 
-use super::body::RequestBody;
+use super::driver::{Driver, HeardStream, Keepalive, Liveness};
+use super::upstream::Upstream;
 use super::{
     CONNECTION_WINDOW, DEFAULT_PING_INTERVAL, DEFAULT_PING_TIMEOUT, DEFAULT_TCP_KEEPALIVE,
     STREAM_WINDOW, TCP_KEEPALIVE_PROBES,
@@ -47,19 +49,15 @@ pub(crate) enum ConnectError {
     #[error("connect failed: {0}")]
     Io(#[from] std::io::Error),
     #[error("HTTP/2 handshake failed: {0}")]
-    Handshake(#[from] hyper::Error),
+    Handshake(#[from] h2::Error),
 }
 
-/// The connection's driver: it runs until the connection ends, and ends
-/// with `Ok` on a GOAWAY.
-pub(crate) type Connection = http2::Connection<TokioIo<TcpStream>, RequestBody, TokioExecutor>;
-
 /// Connects to `addr`, both the TCP connect and the handshake bounded by the
-/// connect timeout.
+/// connect timeout. The driver must be polled for the connection to work.
 pub(crate) async fn connect(
     addr: SocketAddr,
     settings: ConnectSettings,
-) -> Result<(http2::SendRequest<RequestBody>, Connection), ConnectError> {
+) -> Result<(Upstream, Driver), ConnectError> {
     let tcp = tokio::time::timeout(settings.connect_timeout, TcpStream::connect(addr))
         .await
         .map_err(|_| ConnectError::Timeout(settings.connect_timeout))??;
@@ -72,22 +70,33 @@ pub(crate) async fn connect(
             .with_retries(TCP_KEEPALIVE_PROBES);
         socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive)?;
     }
-    let handshake = builder(settings).handshake(TokioIo::new(tcp));
-    let (sender, connection) = tokio::time::timeout(settings.connect_timeout, handshake)
+    let liveness = Arc::new(Liveness::default());
+    let handshake = builder().handshake(HeardStream::new(tcp, liveness.clone()));
+    let (sender, mut connection) = tokio::time::timeout(settings.connect_timeout, handshake)
         .await
         .map_err(|_| ConnectError::Timeout(settings.connect_timeout))??;
-    Ok((sender, connection))
+    // A zero interval would have the timer fire without end: no pings.
+    let interval = settings.ping_interval.filter(|d| !d.is_zero());
+    let keepalive = interval.and_then(|interval| {
+        let pong = connection.ping_pong()?;
+        Some(Keepalive::new(pong, interval, settings.ping_timeout))
+    });
+    let driver = Driver::new(connection, liveness.clone(), keepalive, sender.clone());
+    Ok((Upstream::new(sender, liveness), driver))
 }
 
-fn builder(settings: ConnectSettings) -> http2::Builder<TokioExecutor> {
-    let mut b = http2::Builder::new(TokioExecutor::new());
-    b.timer(TokioTimer::new())
-        .initial_stream_window_size(STREAM_WINDOW)
+/// hyper's HTTP/2 client settings (hyper 1.x defaults), with the proxy's
+/// windows.
+fn builder() -> h2::client::Builder {
+    let mut b = h2::client::Builder::new();
+    b.initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
-        .keep_alive_interval(settings.ping_interval)
-        .keep_alive_timeout(settings.ping_timeout)
-        // Never on an idle connection: servers answer that with GOAWAY.
-        .keep_alive_while_idle(false)
-        .max_concurrent_reset_streams(1024);
+        .initial_max_send_streams(100)
+        .max_frame_size(16 * 1024)
+        .max_header_list_size(16 * 1024)
+        .max_send_buffer_size(1024 * 1024)
+        .max_local_error_reset_streams(Some(1024))
+        .max_concurrent_reset_streams(1024)
+        .enable_push(false);
     b
 }

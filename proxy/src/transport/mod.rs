@@ -4,9 +4,11 @@
 mod accept;
 pub(crate) mod body;
 pub mod client;
+pub(crate) mod driver;
 pub(crate) mod relay;
 pub(crate) mod replay;
 pub(crate) mod server;
+pub mod upstream;
 
 use std::time::Duration;
 
