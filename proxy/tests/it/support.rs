@@ -17,10 +17,25 @@ use grpc_balancer_proxy::{ConfigSource, RunningProxy, Settings};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
-/// An unused loopback address (bound, then released).
+/// An unused loopback address (bound, then released), from below the
+/// kernel's ephemeral range (32768 and up on Linux): everything else the
+/// tests bind asks for port 0 and gets an ephemeral port, which could be
+/// this very port once it is released (the proxy then refuses a listener on
+/// its own admin port). A counter keeps the picks of one run apart.
 pub fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7_919) % SPAN;
+    for _ in 0..SPAN {
+        let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN;
+        let port = u16::try_from(FIRST + offset).expect("below 32000");
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return l.local_addr().expect("local addr");
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + SPAN)
 }
 
 pub async fn backend(name: &str) -> RunningBackend {
