@@ -142,6 +142,11 @@ pub(crate) struct Keepalive {
     interval: Duration,
     timeout: Duration,
     timer: Pin<Box<Sleep>>,
+    /// The timer runs only while calls are open: an idle connection must not
+    /// wake the proxy every interval (a sidecar with 100 endpoints would
+    /// wake a third of the times a second). A new stream's frames wake the
+    /// driver, which arms it again.
+    armed: bool,
     awaiting_pong: bool,
 }
 
@@ -152,6 +157,7 @@ impl Keepalive {
             interval,
             timeout,
             timer: Box::pin(tokio::time::sleep(interval)),
+            armed: false,
             awaiting_pong: false,
         }
     }
@@ -176,11 +182,25 @@ impl Keepalive {
                 }
                 return Ok(());
             }
+            let open = liveness.open_streams.load(Ordering::Relaxed);
+            if !self.armed {
+                if open == 0 {
+                    return Ok(());
+                }
+                // What came in while idle says nothing about this call.
+                liveness.heard.store(false, Ordering::Relaxed);
+                self.armed = true;
+                self.rearm(self.interval);
+            }
             if self.timer.as_mut().poll(cx).is_pending() {
                 return Ok(());
             }
-            let heard = liveness.heard.swap(false, Ordering::Relaxed);
-            if heard || liveness.open_streams.load(Ordering::Relaxed) == 0 {
+            if open == 0 {
+                // Idle again: no timer until a call opens a stream.
+                self.armed = false;
+                return Ok(());
+            }
+            if liveness.heard.swap(false, Ordering::Relaxed) {
                 self.rearm(self.interval);
                 continue;
             }
@@ -345,6 +365,33 @@ mod tests {
         let ended = tokio::time::timeout(interval * 8, poll_fn(|cx| driver.poll_ended(cx))).await;
         assert!(ended.is_err(), "the connection ended: {ended:?}");
         assert!(!seen.lock().expect("lock").contains(&PING));
+    }
+
+    /// No timer runs while no call is open: the driver of an idle
+    /// connection is not woken at all, not even once per interval.
+    #[tokio::test]
+    async fn an_idle_connection_never_wakes_its_driver() {
+        let (addr, _seen) = mute_endpoint().await;
+        let interval = Duration::from_millis(20);
+        let (_upstream, mut driver) = connect(addr, settings(interval, interval))
+            .await
+            .expect("connect");
+        // The SETTINGS exchange settles first.
+        let settle = tokio::time::timeout(interval * 3, poll_fn(|cx| driver.poll_ended(cx))).await;
+        assert!(settle.is_err(), "the connection ended: {settle:?}");
+        let mut polls = 0u32;
+        let idle = tokio::time::timeout(
+            interval * 15,
+            poll_fn(|cx| {
+                polls += 1;
+                driver.poll_ended(cx)
+            }),
+        )
+        .await;
+        assert!(idle.is_err(), "the connection ended: {idle:?}");
+        // The first poll starts the wait; the timeout's own end polls once
+        // more. Anything else was a wake-up of the idle driver.
+        assert_eq!(polls, 2, "the idle driver was woken {} times", polls - 2);
     }
 
     #[tokio::test]

@@ -57,13 +57,15 @@ impl Upstream {
         let (mut head, body) = req.into_parts();
         set_content_length(&mut head, &body);
         let eos = body.is_end_stream();
+        // Counted open before h2 can wake the driver for this stream, so the
+        // driver arms its keepalive timer on that very wake-up. The call's
+        // handle is spent: its reference becomes the stream's.
+        let open = self.liveness.stream_opened();
         let (response, send) = match sender.send_request(Request::from_parts(head, ()), eos) {
             Ok(opened) => opened,
             // The connection failed since the check, or h2 refused the head.
             Err(e) => return Ok(Head(HeadState::Failed(e))),
         };
-        // The call's handle is spent: its reference becomes the stream's.
-        let open = self.liveness.stream_opened();
         let pipe = if eos { None } else { pipe::start(body, send) };
         Ok(Head(HeadState::Waiting(Opened {
             response,
